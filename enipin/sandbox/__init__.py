@@ -1,0 +1,208 @@
+"""An in-process local AWS, on moto, that deploys ``infra/template.yaml`` and behaves like AWS
+where enipin depends on it. While a ``Sandbox`` is open every boto3 client in the process talks
+to it::
+
+    with Sandbox(azs=3, pool_per_az=5, fast=True) as sb:
+        sb.scale_out(6)
+        sb.settle()
+        boto3.client("ec2").describe_network_interfaces(...)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from enipin.sandbox.autoscaling import AutoScalingFidelity
+from enipin.sandbox.base import REGION
+from enipin.sandbox.clock import FAST_SCALE, Clock
+from enipin.sandbox.deploy import Deployer, Stack
+from enipin.sandbox.ec2 import Ec2Fidelity
+from enipin.sandbox.engine import AslClock
+from enipin.sandbox.eventbridge import EventBridgeTargets
+from enipin.sandbox.guest import GuestFleet
+from enipin.sandbox.lambdas import LambdaRuntime
+from enipin.sandbox.ledger import Ledger
+from enipin.sandbox.ssm import SsmFidelity
+from enipin.sandbox.world import World, WorldSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = PROJECT_ROOT / "infra" / "template.yaml"
+STACK_NAME = "enipin"
+
+__all__ = ["Sandbox", "SettleTimeout"]
+
+
+class SettleTimeout(TimeoutError):
+    """The world did not come to rest in time: an execution or lifecycle action still runs."""
+
+
+class Sandbox:
+    """Local AWS with the enipin stack deployed into a world of one group and its ENI pool."""
+
+    def __init__(
+        self,
+        *,
+        azs: int = 2,
+        pool_per_az: int = 4,
+        fast: bool = True,
+        flavour: str = "al2023",
+        max_size: int | None = None,
+        template: Path = TEMPLATE,
+        parameters: dict[str, Any] | None = None,
+        deploy: bool = True,
+        agent_delay: float = 20.0,
+        release_delay: float = 20.0,
+        attach_delay: float = 2.0,
+    ) -> None:
+        self.spec = WorldSpec(azs=azs, pool_per_az=pool_per_az, max_size=max_size or azs * 6)
+        self.clock = Clock(FAST_SCALE if fast else 1.0)
+        self.ledger = Ledger()
+        self.lambdas = LambdaRuntime(self.ledger)
+        self.events = EventBridgeTargets()
+        self.ec2 = Ec2Fidelity(self.clock, release_delay=release_delay, attach_delay=attach_delay)
+        self.autoscaling = AutoScalingFidelity(self.clock)
+        self.guests = GuestFleet(self.clock, flavour=flavour)  # type: ignore[arg-type]
+        self.ssm = SsmFidelity(self.clock, self.guests, agent_delay=agent_delay)
+        self.template = template
+        self.parameters = parameters or {}
+        self._deploy = deploy
+        self.world = World(self.spec)
+        self.stack: Stack | None = None
+        self._exit = ExitStack()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Sandbox:
+        try:
+            self._open()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit.close()
+
+    def _open(self) -> None:
+        stack = self._exit
+        stack.callback(self.clock.close)
+        _quiet_engine_logs(stack)
+        stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        stack.callback(self._stop_executions)
+        for adaptation in (
+            self.ledger,
+            self.lambdas,
+            AslClock(self.clock),
+            self.events,
+            self.ec2,
+            self.autoscaling,
+            self.ssm,
+        ):
+            adaptation.install(stack)
+        self.world.build()
+        if self._deploy:
+            self.stack = self.deploy(self.template, self.parameters)
+
+    def deploy(self, template: Path, parameters: dict[str, Any] | None = None) -> Stack:
+        params = {"GroupName": self.spec.group_name, **(parameters or {})}
+        return Deployer(self.lambdas).deploy(template, STACK_NAME, params)
+
+    # -- driving the group -------------------------------------------------------------------
+
+    @property
+    def group_name(self) -> str:
+        return self.spec.group_name
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+
+    def desired(self) -> int:
+        group = self.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.group_name]
+        )["AutoScalingGroups"][0]
+        return int(group["DesiredCapacity"])
+
+    def scale_to(self, capacity: int) -> None:
+        self.client("autoscaling").set_desired_capacity(
+            AutoScalingGroupName=self.group_name, DesiredCapacity=capacity, HonorCooldown=False
+        )
+
+    def scale_out(self, n: int) -> None:
+        self.scale_to(self.desired() + n)
+
+    def scale_in(self, n: int) -> None:
+        self.scale_to(max(self.desired() - n, 0))
+
+    # -- observing -----------------------------------------------------------------------------
+
+    def state_machine_arn(self, logical_id: str = "LaunchStateMachine") -> str:
+        assert self.stack is not None, "nothing deployed"
+        return self.stack.arn(logical_id)
+
+    def executions(self, logical_id: str = "LaunchStateMachine") -> list[dict[str, Any]]:
+        sfn = self.client("stepfunctions")
+        pages = sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=self.state_machine_arn(logical_id)
+        )
+        return [e for page in pages for e in page["executions"]]
+
+    def running_executions(self) -> int:
+        if self.stack is None:
+            return 0
+        machines = [k for k, v in self.stack.types.items() if v.endswith("StateMachine")]
+        return sum(1 for m in machines for e in self.executions(m) if e["status"] == "RUNNING")
+
+    def busy(self) -> bool:
+        return bool(
+            self.running_executions() or not self.autoscaling.settled() or self.events.busy()
+        )
+
+    def settle(self, timeout: float = 3600.0, quiet: float = 30.0) -> None:
+        """Return once no execution runs and no lifecycle action is pending, for ``quiet``
+        AWS seconds in a row; ``timeout`` is in AWS seconds too."""
+        deadline = self.clock.monotonic() + timeout
+        calm_since: float | None = None
+        while self.clock.monotonic() < deadline:
+            if self.busy():
+                calm_since = None
+            elif calm_since is None:
+                calm_since = self.clock.monotonic()
+            elif self.clock.monotonic() - calm_since >= quiet:
+                return
+            time.sleep(0.02)
+        raise SettleTimeout(f"still busy after {timeout:.0f} AWS seconds")
+
+
+    def _stop_executions(self) -> None:
+        """Closing the sandbox ends what still runs, as deleting a stack would."""
+        if self.stack is None:
+            return
+        sfn = self.client("stepfunctions")
+        for logical, kind in self.stack.types.items():
+            if kind.endswith("StateMachine"):
+                for execution in self.executions(logical):
+                    if execution["status"] == "RUNNING":
+                        sfn.stop_execution(executionArn=execution["executionArn"])
+        time.sleep(0.05)
+
+
+def _quiet_engine_logs(stack: ExitStack) -> None:
+    """moto's interpreter logs every failed state at ERROR; the history already says it."""
+    for name in ("moto.stepfunctions.parser", "moto"):
+        log = logging.getLogger(name)
+        previous = log.level
+        log.setLevel(logging.CRITICAL)
+        stack.callback(log.setLevel, previous)

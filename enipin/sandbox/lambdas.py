@@ -1,0 +1,176 @@
+"""Lambda functions run in-process, the way the AWS Python runtime runs them.
+
+moto's Lambda needs Docker. Here a function's ``Handler`` string is imported from its code
+directory (as the runtime imports from /var/task) and called with a Lambda context; an
+exception becomes the runtime's error document, so the state machine sees the exception's
+class name as the error. Log lines go to the function's log, not the terminal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import sys
+import threading
+import traceback
+import uuid
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+from unittest.mock import patch
+
+from moto.awslambda.models import LambdaFunction
+
+from enipin.sandbox.base import REGION
+from enipin.sandbox.ledger import Ledger, calls_made_by
+
+
+_RUNTIME_ENV = {"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+
+
+@dataclass(frozen=True)
+class FunctionCode:
+    code_dir: Path
+    handler: str
+    environment: dict[str, str]
+    memory_mb: int
+    timeout_s: int
+
+
+class _Context:
+    """The attributes of the runtime's LambdaContext that handlers and Powertools read."""
+
+    def __init__(self, fn: LambdaFunction, code: FunctionCode) -> None:
+        self.function_name = fn.function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = fn.function_arn
+        self.memory_limit_in_mb = code.memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{fn.function_name}"
+        self.log_stream_name = self.aws_request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+class _RoutedStdout(io.TextIOBase):
+    """stdout that sends what a function's thread prints to that function's log."""
+
+    def __init__(self, terminal: TextIO, logs: dict[str, list[str]]) -> None:
+        self._terminal = terminal
+        self._logs = logs
+        self.current = threading.local()
+
+    def write(self, text: str) -> int:
+        name = getattr(self.current, "function", None)
+        if name is None:
+            return self._terminal.write(text)
+        self._logs[name].append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._terminal.flush()
+
+
+class LambdaRuntime:
+    """Patches moto's Lambda invoke to run the deployed handlers in this process."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.functions: dict[str, FunctionCode] = {}
+        self.logs: dict[str, list[str]] = defaultdict(list)
+        self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
+        self._lock = threading.Lock()
+        self._stdout: _RoutedStdout | None = None
+        self._env: dict[str, str] = {}
+
+    def register(self, function_name: str, code: FunctionCode) -> None:
+        # The runtime's own variables come first, as on AWS (the Region, for the SDK).
+        self._check_environment(function_name, {**_RUNTIME_ENV, **code.environment})
+        self.functions[function_name] = code
+        self._handler(function_name)  # fail at deploy, like a broken Handler fails on AWS
+
+    def install(self, stack: ExitStack) -> None:
+        runtime = self
+
+        def invoke(fn: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
+            return runtime.invoke(fn, event)
+
+        stack.enter_context(patch.object(LambdaFunction, "_invoke_lambda", invoke))
+        stack.enter_context(patch.dict(os.environ))
+        stack.enter_context(patch.object(sys, "path", list(sys.path)))
+        stack.callback(self._unload)
+        self._stdout = _RoutedStdout(sys.stdout, self.logs)
+        stack.enter_context(patch.object(sys, "stdout", self._stdout))
+        stack.enter_context(patch.object(warnings, "showwarning", self._show_warning))
+
+    def _show_warning(
+        self, message: Any, category: Any, filename: str, lineno: int, *_: Any
+    ) -> None:
+        """Warnings from a function's thread belong in its log, like everything it prints."""
+        print(warnings.formatwarning(message, category, filename, lineno), end="")
+
+    def invoke(self, fn: LambdaFunction, event: Any) -> tuple[str, bool, str]:
+        """Run the handler; return (payload, errored, log tail) as moto expects."""
+        code = self.functions[fn.function_name]
+        handler = self._handler(fn.function_name)
+        self.ledger.record_invocation(fn.function_name)
+        assert self._stdout is not None
+        self._stdout.current.function = fn.function_name
+        try:
+            with calls_made_by(fn.function_name):
+                result = handler(event if event is not None else {}, _Context(fn, code))
+            return json.dumps(result), False, ""
+        except Exception as exc:  # the runtime reports any exception as the function's error
+            return json.dumps(_error_document(exc)), True, ""
+        finally:
+            self._stdout.current.function = None
+
+    def _handler(self, function_name: str) -> Callable[[Any, Any], Any]:
+        with self._lock:
+            if function_name not in self._handlers:
+                code = self.functions[function_name]
+                module_name, _, attr = code.handler.rpartition(".")
+                if str(code.code_dir) not in sys.path:
+                    sys.path.insert(0, str(code.code_dir))
+                module = importlib.import_module(module_name)
+                if not (module_name and hasattr(module, attr)):
+                    raise ImportError(
+                        f"Runtime.HandlerNotFound: {code.handler} is undefined or not exported"
+                    )
+                self._handlers[function_name] = getattr(module, attr)
+            return self._handlers[function_name]
+
+    def _check_environment(self, function_name: str, env: dict[str, str]) -> None:
+        """All functions share this process's environment: a conflict would be a lie."""
+        for key, value in env.items():
+            if self._env.setdefault(key, value) != value:
+                raise ValueError(
+                    f"{function_name}: {key}={value!r} conflicts with another function's "
+                    f"{self._env[key]!r}; the sandbox runs every function in one process"
+                )
+            os.environ[key] = value
+
+    def _unload(self) -> None:
+        """Forget the imported handlers: the next sandbox deploys (and imports) afresh."""
+        dirs = {str(code.code_dir) for code in self.functions.values()}
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None) or ""
+            if any(path.startswith(d + os.sep) for d in dirs):
+                del sys.modules[name]
+        self._handlers.clear()
+
+
+def _error_document(exc: BaseException) -> dict[str, Any]:
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "requestId": str(uuid.uuid4()),
+        "stackTrace": traceback.format_tb(exc.__traceback__),
+    }

@@ -1,0 +1,33 @@
+"""CheckSsmAgent: is the instance's SSM agent registered and online?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from enipin_core.aws import client, named_aws_errors
+from enipin_core.errors import SsmAgentNotOnline
+from enipin_core.settings import Settings
+from enipin_core.telemetry import task_handler
+from enipin_core.verification import agent_online
+from enipin_core.waiting import WaitProgress
+
+
+@named_aws_errors
+def check(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings.from_dict(state["settings"])
+    online = agent_online(ssm, state["instanceId"])
+    wait = WaitProgress.from_dict(state.get("agentWait"))
+    if not online:
+        if wait.exhausted(settings.agent_wait_seconds):
+            raise SsmAgentNotOnline(
+                f"SSM agent on {state['instanceId']} not online after {wait.waited_seconds}s"
+            )
+        wait = wait.advance(settings.poll_seconds, settings.heartbeat_timeout)
+    return {**state, "agentOnline": online, "agentWait": wait.to_dict()}
+
+
+@task_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return check(client("ssm"), event)

@@ -1,0 +1,1 @@
+"""Domain code shared by the Task handlers, the CLI and the reconciler."""

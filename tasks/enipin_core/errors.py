@@ -1,0 +1,57 @@
+"""Errors the state machines react to. The ASL matches on the class name, so each name here
+is an ``ErrorEquals`` string somewhere in ``state_machines/`` (a test checks both ways)."""
+
+from __future__ import annotations
+
+
+class EnipinError(Exception):
+    """Base of every error a workflow catches or retries by name."""
+
+
+class InvalidLifecycleEvent(EnipinError):
+    """The input is not a well-formed Auto Scaling lifecycle event; nothing was touched."""
+
+
+class InstanceNotFound(EnipinError):
+    """The event names an instance EC2 does not know (or it is already gone)."""
+
+
+class NoFreeEni(EnipinError):
+    """No pool ENI became free in the instance's AZ within the configured wait."""
+
+
+class AttachmentNotReady(EnipinError):
+    """The ENI did not reach ``attached`` on the instance within the configured checks."""
+
+
+class SsmAgentNotOnline(EnipinError):
+    """The instance's SSM agent did not come online within the configured wait."""
+
+
+class VerificationTimedOut(EnipinError):
+    """The verification command did not finish within the configured checks."""
+
+
+class NicNotVerified(EnipinError):
+    """The guest OS does not show the ENI's MAC up with its private IP, even after remediation."""
+
+
+class AwsThrottled(EnipinError):
+    """AWS throttled the call beyond the SDK's own retries; the state machine backs off."""
+
+
+class AwsTransientError(EnipinError):
+    """A transient AWS server error beyond the SDK's own retries; the state machine retries."""
+
+
+ALL_ERRORS: tuple[type[EnipinError], ...] = (
+    InvalidLifecycleEvent,
+    InstanceNotFound,
+    NoFreeEni,
+    AttachmentNotReady,
+    SsmAgentNotOnline,
+    VerificationTimedOut,
+    NicNotVerified,
+    AwsThrottled,
+    AwsTransientError,
+)

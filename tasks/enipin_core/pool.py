@@ -1,0 +1,210 @@
+"""The ENI pool: which pool ENIs are free, which one an instance gets, attach and release.
+
+EC2's own attach is the only lock: candidates are spread per instance so simultaneous
+launches rarely collide, and a lost race simply moves on to the next candidate.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from enipin_core.aws import error_code, error_message
+from enipin_core.errors import InstanceNotFound
+
+# Codes EC2 gives when the chosen ENI is no longer free (or not attachable to this instance).
+TAKEN_CODES = frozenset(
+    {"InvalidNetworkInterface.InUse", "InvalidParameterValue", "InvalidParameterCombination"}
+)
+
+
+@dataclass(frozen=True)
+class Eni:
+    id: str
+    mac: str
+    private_ip: str
+    az: str
+    subnet_id: str
+    status: str
+    attachment_id: str | None = None
+    attachment_status: str | None = None
+    instance_id: str | None = None
+    device_index: int | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Eni:
+        att = data.get("Attachment") or {}
+        return cls(
+            id=data["NetworkInterfaceId"],
+            mac=data["MacAddress"],
+            private_ip=data["PrivateIpAddress"],
+            az=data["AvailabilityZone"],
+            subnet_id=data["SubnetId"],
+            status=data["Status"],
+            attachment_id=att.get("AttachmentId"),
+            attachment_status=att.get("Status"),
+            instance_id=att.get("InstanceId"),
+            device_index=att.get("DeviceIndex"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    az: str
+    vpc_id: str
+    state: str
+    group_name: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe_instance(ec2: Any, instance_id: str) -> Instance:
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as exc:
+        if error_code(exc) == "InvalidInstanceID.NotFound":
+            raise InstanceNotFound(f"EC2 does not know instance {instance_id}") from None
+        if error_code(exc) == "InvalidInstanceID.Malformed":
+            raise InstanceNotFound(f"{instance_id} is not an instance id") from None
+        raise
+    data = reservations[0]["Instances"][0] if reservations else None
+    if data is None:
+        raise InstanceNotFound(f"EC2 does not know instance {instance_id}")
+    tags = {t["Key"]: t["Value"] for t in data.get("Tags", [])}
+    return Instance(
+        id=instance_id,
+        az=data["Placement"]["AvailabilityZone"],
+        vpc_id=data.get("VpcId", ""),
+        state=data["State"]["Name"],
+        group_name=tags.get("aws:autoscaling:groupName"),
+    )
+
+
+def _describe_enis(ec2: Any, filters: list[dict[str, Any]]) -> list[Eni]:
+    paginator = ec2.get_paginator("describe_network_interfaces")
+    enis: list[Eni] = []
+    for page in paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 1000}):
+        enis.extend(Eni.from_api(d) for d in page["NetworkInterfaces"])
+    return enis
+
+
+def _tag_filter(tag_key: str, tag_value: str) -> dict[str, Any]:
+    return {"Name": f"tag:{tag_key}", "Values": [tag_value]}
+
+
+def free_enis(ec2: Any, instance: Instance, tag_key: str, tag_value: str) -> list[Eni]:
+    """Pool ENIs available in the instance's AZ and VPC (same AZ is what EC2 requires)."""
+    return _describe_enis(
+        ec2,
+        [
+            _tag_filter(tag_key, tag_value),
+            {"Name": "status", "Values": ["available"]},
+            {"Name": "availability-zone", "Values": [instance.az]},
+            {"Name": "vpc-id", "Values": [instance.vpc_id]},
+        ],
+    )
+
+
+def pool_enis_on(ec2: Any, instance_id: str, tag_key: str, tag_value: str) -> list[Eni]:
+    return _describe_enis(
+        ec2,
+        [
+            _tag_filter(tag_key, tag_value),
+            {"Name": "attachment.instance-id", "Values": [instance_id]},
+        ],
+    )
+
+
+def order_candidates(enis: list[Eni], instance_id: str, limit: int) -> list[Eni]:
+    """A per-instance shuffle: concurrent launches start at different ENIs, a replay of the
+    same instance tries them in the same order."""
+    ordered = sorted(enis, key=lambda e: e.id)
+    random.Random(instance_id).shuffle(ordered)
+    return ordered[:limit]
+
+
+def describe_eni(ec2: Any, eni_id: str) -> Eni | None:
+    try:
+        data = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"]
+    except ClientError as exc:
+        if error_code(exc) == "InvalidNetworkInterfaceID.NotFound":
+            return None
+        raise
+    return Eni.from_api(data[0]) if data else None
+
+
+@dataclass(frozen=True)
+class AttachOutcome:
+    eni: Eni | None
+    attached_here: bool
+    races_lost: int
+
+
+class DeviceIndexTaken(Exception):
+    """The instance already has a non-pool interface at the wanted device index."""
+
+
+def attach_first_free(
+    ec2: Any, instance: Instance, candidates: list[Eni], device_index: int
+) -> AttachOutcome:
+    """Attach the first candidate EC2 lets us have; a taken ENI is a lost race, not a failure."""
+    races_lost = 0
+    for candidate in candidates:
+        try:
+            resp = ec2.attach_network_interface(
+                NetworkInterfaceId=candidate.id, InstanceId=instance.id, DeviceIndex=device_index
+            )
+        except ClientError as exc:
+            if error_code(exc) not in TAKEN_CODES:
+                raise
+            if _eni_still_free(ec2, candidate.id):
+                # EC2 refused the instance side (device index in use), not the ENI.
+                raise DeviceIndexTaken(
+                    f"{instance.id} refused {candidate.id} at device index {device_index}: "
+                    f"{error_message(exc)}"
+                ) from exc
+            races_lost += 1
+            continue
+        attached = describe_eni(ec2, candidate.id) or candidate
+        return AttachOutcome(
+            eni=_with_attachment(attached, resp["AttachmentId"]),
+            attached_here=True,
+            races_lost=races_lost,
+        )
+    return AttachOutcome(eni=None, attached_here=False, races_lost=races_lost)
+
+
+def _eni_still_free(ec2: Any, eni_id: str) -> bool:
+    eni = describe_eni(ec2, eni_id)
+    return eni is not None and eni.status == "available"
+
+
+def _with_attachment(eni: Eni, attachment_id: str) -> Eni:
+    data = eni.to_dict() | {"attachment_id": attachment_id}
+    return Eni(**data)
+
+
+def detach_if_still_on(ec2: Any, eni_id: str, instance_id: str, attachment_id: str | None) -> bool:
+    """Detach the ENI only while it still sits on this instance with our attachment."""
+    eni = describe_eni(ec2, eni_id)
+    if eni is None or eni.instance_id != instance_id:
+        return False
+    if attachment_id and eni.attachment_id != attachment_id:
+        return False
+    if eni.attachment_status in ("detaching", "detached"):
+        return False
+    try:
+        ec2.detach_network_interface(AttachmentId=eni.attachment_id, Force=False)
+    except ClientError as exc:
+        if error_code(exc) == "InvalidAttachmentID.NotFound":
+            return False
+        raise
+    return True

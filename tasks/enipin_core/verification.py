@@ -1,0 +1,93 @@
+"""Asking the guest OS, over SSM Run Command, whether the ENI's NIC is up with its address."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from enipin_core.aws import error_code, error_message
+from enipin_core.errors import SsmAgentNotOnline
+
+VERIFIED = "VERIFIED"
+# Verdicts one remediation (link up, DHCP) or a second look may fix.
+FIXABLE = frozenset({"DOWN", "NO_ADDRESS", "NOT_FOUND"})
+_FINAL_STATUSES = frozenset({"Success", "Failed", "Cancelled", "TimedOut", "Cancelling"})
+
+
+def agent_online(ssm: Any, instance_id: str) -> bool:
+    resp = ssm.describe_instance_information(
+        Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
+    )
+    return any(
+        info.get("InstanceId") == instance_id and info.get("PingStatus") == "Online"
+        for info in resp.get("InstanceInformationList", [])
+    )
+
+
+def send_check(
+    ssm: Any, instance_id: str, document: str, mac: str, expected_ip: str, remediate: bool
+) -> str:
+    """Run the stack's verification document (typed, pattern-checked parameters) on one host."""
+    try:
+        resp = ssm.send_command(
+            InstanceIds=[instance_id],
+            DocumentName=document,
+            Parameters={
+                "MacAddress": [mac],
+                "ExpectedIp": [expected_ip],
+                "Remediate": ["true" if remediate else "false"],
+            },
+            Comment=f"enipin verify {mac}"[:100],
+            TimeoutSeconds=60,
+        )
+    except ClientError as exc:
+        if error_code(exc) == "InvalidInstanceId":
+            raise SsmAgentNotOnline(f"{instance_id}: {error_message(exc)}") from None
+        raise
+    return str(resp["Command"]["CommandId"])
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """PENDING while SSM has no final status; otherwise the guest's report."""
+
+    status: str
+    report: dict[str, Any] | None
+    detail: str
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "PENDING"
+
+
+def read_check(ssm: Any, command_id: str, instance_id: str) -> CheckResult:
+    try:
+        inv = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+    except ClientError as exc:
+        # Right after SendCommand the invocation may not exist yet: that is "pending".
+        if error_code(exc) == "InvocationDoesNotExist":
+            return CheckResult("PENDING", None, "invocation not registered yet")
+        raise
+    status = inv.get("Status", "")
+    if status not in _FINAL_STATUSES:
+        return CheckResult("PENDING", None, status)
+    report = _parse_report(inv.get("StandardOutputContent", ""))
+    detail = f"{status} (exit {inv.get('ResponseCode')})"
+    if report is None:
+        stderr = inv.get("StandardErrorContent", "").strip()
+        detail = f"{detail}: no report from the guest {stderr[:300]}".strip()
+    return CheckResult(status, report, detail)
+
+
+def _parse_report(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and "verdict" in data:
+            return data
+    return None

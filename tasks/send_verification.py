@@ -1,0 +1,40 @@
+"""SendVerification: run the verification document on the instance (with remediation when the
+previous look found the NIC down or unaddressed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from enipin_core.aws import client, named_aws_errors
+from enipin_core.settings import Settings
+from enipin_core.telemetry import logger, task_handler
+from enipin_core.verification import send_check
+
+
+@named_aws_errors
+def send(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings.from_dict(state["settings"])
+    previous = state.get("verification") or {}
+    remediate = bool(previous.get("needsRemediation"))
+    eni = state["eni"]
+    command_id = send_check(
+        ssm,
+        state["instanceId"],
+        settings.verify_document,
+        eni["mac"],
+        eni["private_ip"],
+        remediate,
+    )
+    logger.info("verification sent", extra={"commandId": command_id, "remediate": remediate})
+    rounds = previous.get("rounds", 0) + 1
+    return {
+        **state,
+        "verification": {"commandId": command_id, "remediate": remediate, "rounds": rounds},
+    }
+
+
+@task_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return send(client("ssm"), event)

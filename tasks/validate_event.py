@@ -1,0 +1,42 @@
+"""ValidateEvent: check the lifecycle event against its schema and decide whether to act."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from enipin_core.events import LAUNCHING, LifecycleAction, is_test_notification
+from enipin_core.settings import Settings, managed_groups
+from enipin_core.telemetry import logger, task_handler
+
+SETTINGS = Settings.from_env()
+GROUPS = managed_groups()
+
+
+def ignore(reason: str, instance_id: str | None = None) -> dict[str, Any]:
+    logger.info("ignoring event", extra={"reason": reason})
+    return {"action": "IGNORE", "reason": reason, "instanceId": instance_id}
+
+
+def decide(event: Any, settings: Settings, groups: frozenset[str]) -> dict[str, Any]:
+    """PIN for a launch of a managed group; IGNORE with a reason for what is not ours."""
+    if is_test_notification(event):
+        return ignore("Auto Scaling test notification")
+    action = LifecycleAction.from_event(event)
+    if action.transition != LAUNCHING:
+        return ignore(f"transition {action.transition} is not a launch", action.instance_id)
+    if groups and action.group_name not in groups:
+        return ignore(f"group {action.group_name} is not managed here", action.instance_id)
+    return {
+        "action": "PIN",
+        "reason": f"launch of {action.instance_id} in {action.group_name}",
+        "instanceId": action.instance_id,
+        "lifecycle": action.to_dict(),
+        "settings": action.settings(settings).to_dict(),
+    }
+
+
+@task_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return decide(event, SETTINGS, GROUPS)

@@ -1,0 +1,650 @@
+"""Pins the Auto Scaling behaviours the sandbox restores: AZ balancing, hooks, actions, events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from enipin.sandbox.autoscaling import LAUNCHING, TERMINATING, AutoScalingFidelity
+from enipin.sandbox.base import ACCOUNT_ID, REGION
+from enipin.sandbox.clock import FAST_SCALE, Clock
+
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+T = TypeVar("T")
+
+
+@dataclass
+class Aws:
+    ec2: Any
+    asg: Any
+    events: Any
+    sqs: Any
+    subnets: dict[str, str]  # AZ -> subnet id
+
+
+@dataclass
+class World(Aws):
+    clock: Clock
+    fidelity: AutoScalingFidelity
+    group: str
+
+
+class _SteppedClock(Clock):
+    """The sandbox clock plus a manual jump forward, for waits of a hundred heartbeats."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__(scale)
+        self._offset = 0.0
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        self._offset += seconds
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[Aws]:
+    # One moto world per module (starting one costs about a second); each test gets its
+    # own group, clock and freshly installed adaptation.
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = {
+            zone: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)[
+                "Subnet"
+            ]["SubnetId"]
+            for i, zone in enumerate(ZONES)
+        }
+        ec2.create_launch_template(
+            LaunchTemplateName="workers-lt",
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
+        )
+        yield Aws(
+            ec2,
+            boto3.client("autoscaling", region_name=REGION),
+            boto3.client("events", region_name=REGION),
+            boto3.client("sqs", region_name=REGION),
+            subnets,
+        )
+
+
+@contextmanager
+def _world(aws: Aws, clock: Clock, group: str) -> Iterator[World]:
+    try:
+        with ExitStack() as stack:
+            fidelity = AutoScalingFidelity(clock, replacement_backoff=10.0)
+            fidelity.install(stack)
+            world = World(**vars(aws), clock=clock, fidelity=fidelity, group=group)
+            try:
+                yield world
+            finally:
+                if _instances(world) is not None:
+                    world.asg.delete_auto_scaling_group(
+                        AutoScalingGroupName=group, ForceDelete=True
+                    )
+    finally:
+        clock.close()
+
+
+@pytest.fixture
+def w(aws: Aws, request: pytest.FixtureRequest) -> Iterator[World]:
+    with _world(aws, Clock(FAST_SCALE), _group_name(request)) as world:
+        yield world
+
+
+def _group_name(request: pytest.FixtureRequest) -> str:
+    return "g-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+
+
+def _hook(
+    name: str = "attach-eni",
+    transition: str = LAUNCHING,
+    heartbeat: int = 300,
+    default: str = "ABANDON",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "LifecycleHookName": name,
+        "LifecycleTransition": transition,
+        "HeartbeatTimeout": heartbeat,
+        "DefaultResult": default,
+        **extra,
+    }
+
+
+def _create_group(w: World, desired: int, hooks: list[dict[str, Any]] | None = None) -> None:
+    w.asg.create_auto_scaling_group(
+        AutoScalingGroupName=w.group,
+        MinSize=0,
+        MaxSize=10,
+        DesiredCapacity=desired,
+        LaunchTemplate={"LaunchTemplateName": "workers-lt"},
+        VPCZoneIdentifier=",".join(w.subnets.values()),
+        LifecycleHookSpecificationList=hooks or [],
+    )
+
+
+def _instances(w: World) -> list[dict[str, Any]] | None:
+    """The group's instances as describe_auto_scaling_groups shows them (None: no group)."""
+    groups = w.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[w.group])
+    return groups["AutoScalingGroups"][0]["Instances"] if groups["AutoScalingGroups"] else None
+
+
+def _states(w: World) -> dict[str, str]:
+    return {i["InstanceId"]: i["LifecycleState"] for i in _instances(w) or []}
+
+
+def _group_instances(w: World) -> list[dict[str, Any]]:
+    """The group's instances as describe_auto_scaling_instances shows them."""
+    described = w.asg.describe_auto_scaling_instances()["AutoScalingInstances"]
+    return [i for i in described if i["AutoScalingGroupName"] == w.group]
+
+
+def _ec2_state(w: World, instance_id: str) -> str:
+    reservations = w.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return str(reservations[0]["Instances"][0]["State"]["Name"])
+
+
+def _wait_for(probe: Callable[[], T | None], timeout: float = 3.0) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` real seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.005)
+    raise AssertionError("condition not reached in time")
+
+
+def _only_instance(w: World) -> str:
+    (instance_id,) = _states(w)
+    return instance_id
+
+
+def _action(w: World, instance_id: str, transition: str = LAUNCHING) -> dict[str, Any]:
+    return _wait_for(
+        lambda: next(
+            (
+                a
+                for a in w.fidelity.pending_actions()
+                if a["instance_id"] == instance_id and a["transition"] == transition
+            ),
+            None,
+        )
+    )
+
+
+def _complete(w: World, result: str, hook: str = "attach-eni", **target: str) -> None:
+    w.asg.complete_lifecycle_action(
+        AutoScalingGroupName=w.group, LifecycleHookName=hook, LifecycleActionResult=result, **target
+    )
+
+
+def _event_queue(w: World, detail_type: str) -> str:
+    url = w.sqs.create_queue(QueueName=w.group)["QueueUrl"]
+    arn = w.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    pattern = {"source": ["aws.autoscaling"], "detail-type": [detail_type]}
+    w.events.put_rule(Name=w.group, EventPattern=json.dumps(pattern))
+    w.events.put_targets(Rule=w.group, Targets=[{"Id": "queue", "Arn": arn}])
+    return str(url)
+
+
+def _drain(w: World, url: str) -> list[dict[str, Any]]:
+    """Every message on the queue, once no event copy is still on its way."""
+    _wait_for(lambda: w.fidelity.events_in_flight() == 0)
+    bodies = []
+    while messages := w.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        bodies += [json.loads(m["Body"]) for m in messages]
+        for message in messages:
+            w.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+def _error(call: Callable[[], Any]) -> tuple[str, str]:
+    with pytest.raises(ClientError) as caught:
+        call()
+    return caught.value.response["Error"]["Code"], caught.value.response["Error"]["Message"]
+
+
+# ------------------------------------------------------------------ AZ balancing
+
+
+def test_new_instances_are_spread_evenly_over_the_groups_availability_zones(w: World) -> None:
+    _create_group(w, desired=6)
+
+    instances = _group_instances(w)
+    assert [i["AvailabilityZone"] for i in instances] == [
+        i["AvailabilityZone"] for i in _instances(w) or []
+    ]
+    reservations = w.ec2.describe_instances(InstanceIds=[i["InstanceId"] for i in instances])
+    ec2_instances = {
+        i["InstanceId"]: i for r in reservations["Reservations"] for i in r["Instances"]
+    }
+    assert Counter(i["AvailabilityZone"] for i in instances) == {zone: 2 for zone in ZONES}
+    for instance in instances:
+        ec2_instance = ec2_instances[instance["InstanceId"]]
+        zone = ec2_instance["Placement"]["AvailabilityZone"]
+        assert zone == instance["AvailabilityZone"]
+        assert ec2_instance["SubnetId"] == w.subnets[zone]
+
+
+def test_scale_in_terminates_from_the_fullest_availability_zone(w: World) -> None:
+    _create_group(w, desired=4)  # a, b, c, a
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=3)
+
+    instances = _group_instances(w)
+    assert sorted(i["AvailabilityZone"] for i in instances) == list(ZONES)
+
+
+# ------------------------------------------------------------------ launch hooks
+
+
+def test_launch_hook_holds_a_running_instance_in_pending_wait(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+
+    instance_id = _only_instance(w)
+    assert _states(w) == {instance_id: "Pending:Wait"}
+    described = w.asg.describe_auto_scaling_instances(InstanceIds=[instance_id])
+    assert described["AutoScalingInstances"][0]["LifecycleState"] == "Pending:Wait"
+    assert _ec2_state(w, instance_id) == "running"
+
+
+def test_completing_a_launch_action_with_continue_puts_the_instance_in_service(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+    instance_id = _only_instance(w)
+
+    _complete(w, "CONTINUE", LifecycleActionToken=_action(w, instance_id)["token"])
+
+    assert _states(w) == {instance_id: "InService"}
+    assert w.fidelity.pending_actions() == []
+
+
+def test_abandoning_a_launch_action_terminates_the_instance_and_replaces_it_after_backoff(
+    w: World,
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+    first = _only_instance(w)
+
+    abandoned_at = w.clock.monotonic()
+    _complete(w, "ABANDON", InstanceId=first)
+
+    assert _ec2_state(w, first) == "terminated"
+    replacement = _wait_for(lambda: next((i for i in _states(w) if i != first), None))
+    assert w.clock.monotonic() - abandoned_at >= 10.0  # replacement_backoff
+    assert first not in _states(w)
+    assert _states(w)[replacement] == "Pending:Wait"
+
+
+def test_every_launch_hook_must_complete_before_the_instance_goes_in_service(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook("attach-eni"), _hook("configure-os")])
+    instance_id = _only_instance(w)
+    _wait_for(lambda: len(w.fidelity.pending_actions()) == 2)
+
+    _complete(w, "CONTINUE", "attach-eni", InstanceId=instance_id)
+    assert _states(w) == {instance_id: "Pending:Wait"}
+
+    _complete(w, "CONTINUE", "configure-os", InstanceId=instance_id)
+    assert _states(w) == {instance_id: "InService"}
+
+
+# ------------------------------------------------------------------ action API errors
+
+
+def test_completing_an_unknown_or_finished_action_fails_with_no_active_lifecycle_action(
+    w: World,
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+    instance_id = _only_instance(w)
+    token = _action(w, instance_id)["token"]
+    unknown = "87654321-4321-4321-4321-210987654321"
+
+    assert _error(lambda: _complete(w, "CONTINUE", LifecycleActionToken=unknown)) == (
+        "ValidationError",
+        f"No active Lifecycle Action found with token {unknown}",
+    )
+    _complete(w, "CONTINUE", LifecycleActionToken=token)
+    assert _error(lambda: _complete(w, "CONTINUE", LifecycleActionToken=token)) == (
+        "ValidationError",
+        f"No active Lifecycle Action found with token {token}",
+    )
+    assert _error(lambda: _complete(w, "CONTINUE", InstanceId=instance_id)) == (
+        "ValidationError",
+        f"No active Lifecycle Action found with instance ID {instance_id}",
+    )
+
+
+def test_completing_with_a_wrong_group_or_hook_name_fails_with_validation_error(
+    w: World,
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+    instance_id = _only_instance(w)
+    token = _action(w, instance_id)["token"]
+
+    wrong_hook = _error(lambda: _complete(w, "CONTINUE", "other-hook", LifecycleActionToken=token))
+    wrong_group = _error(
+        lambda: w.asg.complete_lifecycle_action(
+            AutoScalingGroupName="other-group",
+            LifecycleHookName="attach-eni",
+            LifecycleActionResult="CONTINUE",
+            InstanceId=instance_id,
+        )
+    )
+
+    assert wrong_hook == ("ValidationError", f"No active Lifecycle Action found with token {token}")
+    assert wrong_group == (
+        "ValidationError",
+        f"No active Lifecycle Action found with instance ID {instance_id}",
+    )
+    assert _states(w) == {instance_id: "Pending:Wait"}
+
+
+# ------------------------------------------------------------------ timeouts and heartbeats
+
+
+@pytest.mark.parametrize(("default", "outcome"), [("CONTINUE", "InService"), ("ABANDON", None)])
+def test_heartbeat_timeout_applies_the_hooks_default_result(
+    w: World, default: str, outcome: str | None
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook(heartbeat=30, default=default)])
+    instance_id = _only_instance(w)
+    deadline = _action(w, instance_id)["deadline"]
+
+    _wait_for(lambda: _states(w).get(instance_id) != "Pending:Wait")
+
+    assert w.clock.monotonic() >= deadline
+    assert _states(w).get(instance_id) == outcome
+    assert _ec2_state(w, instance_id) == ("running" if outcome else "terminated")
+
+
+def test_heartbeat_extends_the_wait_by_one_heartbeat_timeout(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook(heartbeat=60)])
+    instance_id = _only_instance(w)
+    first_deadline = _action(w, instance_id)["deadline"]
+
+    before = w.clock.monotonic()
+    w.asg.record_lifecycle_action_heartbeat(
+        AutoScalingGroupName=w.group, LifecycleHookName="attach-eni", InstanceId=instance_id
+    )
+    after = w.clock.monotonic()
+
+    extended = _action(w, instance_id)["deadline"]
+    assert before + 60 <= extended <= after + 60
+    assert extended > first_deadline
+    _wait_for(lambda: _states(w).get(instance_id) is None)  # DefaultResult ABANDON
+    assert w.clock.monotonic() >= extended
+
+
+def test_heartbeat_for_an_unknown_action_fails_with_no_active_lifecycle_action(
+    w: World,
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+    unknown = "87654321-4321-4321-4321-210987654321"
+
+    error = _error(
+        lambda: w.asg.record_lifecycle_action_heartbeat(
+            AutoScalingGroupName=w.group,
+            LifecycleHookName="attach-eni",
+            LifecycleActionToken=unknown,
+        )
+    )
+
+    assert error == ("ValidationError", f"No active Lifecycle Action found with token {unknown}")
+
+
+def test_global_timeout_is_the_smaller_of_48_hours_and_100_heartbeats(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook("short", heartbeat=30), _hook("long", heartbeat=7200)])
+    _wait_for(lambda: len(w.fidelity.pending_actions()) == 2)
+
+    spans = {
+        a["hook_name"]: a["global_deadline"] - a["started"] for a in w.fidelity.pending_actions()
+    }
+    hooks = w.asg.describe_lifecycle_hooks(AutoScalingGroupName=w.group)["LifecycleHooks"]
+
+    assert spans == pytest.approx({"short": 3000, "long": 172800})
+    assert {h["LifecycleHookName"]: h["GlobalTimeout"] for h in hooks} == {
+        "short": 3000,
+        "long": 172800,
+    }
+
+
+def test_heartbeats_cannot_extend_a_wait_past_the_global_timeout(
+    aws: Aws, request: pytest.FixtureRequest
+) -> None:
+    clock = _SteppedClock(0.01)  # slow real time; the test jumps it forward itself
+    with _world(aws, clock, _group_name(request)) as w:
+        _create_group(w, desired=1, hooks=[_hook(heartbeat=30, default="CONTINUE")])
+        instance_id = _only_instance(w)
+        global_deadline = _action(w, instance_id)["global_deadline"]
+
+        deadlines = []
+        while clock.monotonic() < global_deadline - 10:
+            clock.advance(20)
+            w.asg.record_lifecycle_action_heartbeat(
+                AutoScalingGroupName=w.group, LifecycleHookName="attach-eni", InstanceId=instance_id
+            )
+            deadlines.append(_action(w, instance_id)["deadline"])
+        assert max(deadlines) == deadlines[-1] == global_deadline
+        assert _states(w) == {instance_id: "Pending:Wait"}
+
+        clock.advance(global_deadline - clock.monotonic() + 1)
+        error = _error(
+            lambda: w.asg.record_lifecycle_action_heartbeat(
+                AutoScalingGroupName=w.group, LifecycleHookName="attach-eni", InstanceId=instance_id
+            )
+        )
+        assert error == (
+            "ValidationError",
+            f"No active Lifecycle Action found with instance ID {instance_id}",
+        )
+        assert _states(w) == {instance_id: "InService"}  # DefaultResult CONTINUE
+
+
+# ------------------------------------------------------------------ terminate hooks
+
+
+def _scale_in_by_desired_capacity(w: World, instance_id: str) -> None:
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=0)
+
+
+def _scale_in_by_max_size(w: World, instance_id: str) -> None:
+    w.asg.update_auto_scaling_group(AutoScalingGroupName=w.group, MinSize=0, MaxSize=0)
+
+
+def _scale_in_by_terminate_instance(w: World, instance_id: str) -> None:
+    w.asg.terminate_instance_in_auto_scaling_group(
+        InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
+    )
+
+
+@pytest.mark.parametrize(
+    "scale_in",
+    [_scale_in_by_desired_capacity, _scale_in_by_max_size, _scale_in_by_terminate_instance],
+)
+@pytest.mark.parametrize("result", ["CONTINUE", "ABANDON"])
+def test_terminate_hook_holds_a_running_instance_in_terminating_wait_until_completed(
+    w: World, scale_in: Callable[[World, str], None], result: str
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)])
+    instance_id = _only_instance(w)
+
+    scale_in(w, instance_id)
+
+    assert _states(w) == {instance_id: "Terminating:Wait"}
+    assert _ec2_state(w, instance_id) == "running"
+    _complete(
+        w, result, "release-eni", LifecycleActionToken=_action(w, instance_id, TERMINATING)["token"]
+    )
+    assert _states(w) == {}
+    assert _ec2_state(w, instance_id) == "terminated"
+
+
+def test_terminate_hook_timeout_terminates_the_instance(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING, heartbeat=30)])
+    instance_id = _only_instance(w)
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=0)
+
+    _wait_for(lambda: _states(w) == {})
+    assert _ec2_state(w, instance_id) == "terminated"
+
+
+def test_terminating_without_decrement_launches_a_replacement_while_the_old_one_waits(
+    w: World,
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)])
+    old = _only_instance(w)
+
+    w.asg.terminate_instance_in_auto_scaling_group(
+        InstanceId=old, ShouldDecrementDesiredCapacity=False
+    )
+
+    states = _states(w)
+    assert states.pop(old) == "Terminating:Wait"
+    assert list(states.values()) == ["InService"]
+
+
+def test_scale_in_without_hooks_terminates_at_once(w: World) -> None:
+    _create_group(w, desired=2)
+    instance_ids = list(_states(w))
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=0)
+
+    assert _states(w) == {}
+    assert {_ec2_state(w, i) for i in instance_ids} == {"terminated"}
+
+
+# ------------------------------------------------------------------ events
+
+
+def test_launch_action_sends_aws_shaped_event_to_a_matching_eventbridge_rule(w: World) -> None:
+    url = _event_queue(w, "EC2 Instance-launch Lifecycle Action")
+
+    _create_group(w, desired=1, hooks=[_hook(NotificationMetadata='{"pool": "data"}')])
+    instance_id = _only_instance(w)
+    token = _action(w, instance_id)["token"]
+    (event,) = _drain(w, url)
+
+    group_arn = w.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[w.group])[
+        "AutoScalingGroups"
+    ][0]["AutoScalingGroupARN"]
+    envelope = {k: v for k, v in event.items() if k not in ("id", "time")}
+    assert envelope == {
+        "version": "0",
+        "detail-type": "EC2 Instance-launch Lifecycle Action",
+        "source": "aws.autoscaling",
+        "account": ACCOUNT_ID,
+        "region": REGION,
+        "resources": [group_arn],
+        "detail": {
+            "LifecycleActionToken": token,
+            "AutoScalingGroupName": w.group,
+            "LifecycleHookName": "attach-eni",
+            "EC2InstanceId": instance_id,
+            "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+            "NotificationMetadata": '{"pool": "data"}',
+            "Origin": "EC2",
+            "Destination": "AutoScalingGroup",
+        },
+    }
+    assert event["id"] and event["time"].endswith("Z")
+
+
+def test_terminate_action_sends_terminate_event_without_absent_metadata(w: World) -> None:
+    url = _event_queue(w, "EC2 Instance-terminate Lifecycle Action")
+    _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)])
+    instance_id = _only_instance(w)
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=0)
+    (event,) = _drain(w, url)
+
+    assert event["detail-type"] == "EC2 Instance-terminate Lifecycle Action"
+    assert event["detail"] == {
+        "LifecycleActionToken": _action(w, instance_id, TERMINATING)["token"],
+        "AutoScalingGroupName": w.group,
+        "LifecycleHookName": "release-eni",
+        "EC2InstanceId": instance_id,
+        "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+        "Origin": "AutoScalingGroup",
+        "Destination": "EC2",
+    }
+
+
+def test_dropped_events_are_lost_and_duplicated_events_arrive_twice_with_one_token(
+    w: World,
+) -> None:
+    url = _event_queue(w, "EC2 Instance-launch Lifecycle Action")
+    w.fidelity.drop_next(1, LAUNCHING)
+    w.fidelity.duplicate_next(1, LAUNCHING, delay=5.0)
+
+    _create_group(w, desired=2, hooks=[_hook()])
+    events = _drain(w, url)
+
+    log = {entry["instance_id"]: entry["copies"] for entry in w.fidelity.event_log()}
+    assert sorted(log.values()) == [0, 2]
+    doubled = next(i for i, copies in log.items() if copies == 2)
+    assert [e["detail"]["EC2InstanceId"] for e in events] == [doubled, doubled]
+    assert len({e["detail"]["LifecycleActionToken"] for e in events}) == 1
+    assert len(w.fidelity.pending_actions()) == 2  # a lost event does not end the wait
+
+
+# ------------------------------------------------------------------ hooks declared with the group
+
+
+def test_hooks_declared_with_the_group_hold_its_first_instances(w: World) -> None:
+    _create_group(w, desired=2, hooks=[_hook()])
+
+    assert set(_states(w).values()) == {"Pending:Wait"}
+
+
+def test_hook_put_after_creation_holds_only_instances_launched_after_it(w: World) -> None:
+    _create_group(w, desired=2)
+    first = set(_states(w))
+
+    w.asg.put_lifecycle_hook(
+        AutoScalingGroupName=w.group,
+        LifecycleHookName="attach-eni",
+        LifecycleTransition=LAUNCHING,
+        HeartbeatTimeout=300,
+    )
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=3)
+
+    states = _states(w)
+    assert {states[i] for i in first} == {"InService"}
+    assert [s for i, s in states.items() if i not in first] == ["Pending:Wait"]
+
+
+def test_deleting_a_hook_abandons_its_outstanding_launch_actions(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+    instance_id = _only_instance(w)
+
+    w.asg.delete_lifecycle_hook(AutoScalingGroupName=w.group, LifecycleHookName="attach-eni")
+
+    assert _ec2_state(w, instance_id) == "terminated"
+    assert w.fidelity.pending_actions() == []
+
+
+def test_world_settles_once_every_action_is_done(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+    instance_id = _only_instance(w)
+    assert not w.fidelity.settled()
+
+    _complete(w, "CONTINUE", InstanceId=instance_id)
+
+    _wait_for(w.fidelity.settled)

@@ -1,0 +1,613 @@
+"""SSM Run Command fidelity and the guest OS model: each test names the AWS behaviour it restores."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.ssm.models import SimpleSystemManagerBackend
+from moto.ssm.responses import SimpleSystemManagerResponse
+
+from enipin.sandbox.base import ACCOUNT_ID, REGION
+from enipin.sandbox.clock import FAST_SCALE, Clock
+from enipin.sandbox.guest import Flavour, GuestFleet
+from enipin.sandbox.ssm import SsmFidelity
+
+T = TypeVar("T")
+DOCUMENT = "enipin-verify-eni"
+MAC_PATTERN = "^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"
+IP_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+IP_PATTERN = f"^({IP_OCTET}\\.){{3}}{IP_OCTET}$"
+VERIFICATION_DOCUMENT = {
+    "schemaVersion": "2.2",
+    "description": "Find the NIC of an ENI by MAC and check link and address.",
+    "parameters": {
+        "MacAddress": {"type": "String", "allowedPattern": MAC_PATTERN},
+        "ExpectedIp": {"type": "String", "allowedPattern": IP_PATTERN},
+        "Remediate": {"type": "String", "allowedValues": ["true", "false"], "default": "false"},
+    },
+    "mainSteps": [
+        {
+            "action": "aws:runShellScript",
+            "name": "verifyEni",
+            "inputs": {"runCommand": ["/usr/local/bin/enipin-verify"]},
+        }
+    ],
+}
+
+
+@dataclass
+class World:
+    ec2: Any
+    ssm: Any
+    guests: GuestFleet
+    subnet_id: str
+
+    def launch(self, count: int = 1) -> list[str]:
+        reservation = self.ec2.run_instances(
+            ImageId="ami-12c6146b", MinCount=count, MaxCount=count, SubnetId=self.subnet_id
+        )
+        return [instance["InstanceId"] for instance in reservation["Instances"]]
+
+    def attach_eni(self, instance_id: str, device_index: int = 1) -> dict[str, str]:
+        eni = self.ec2.create_network_interface(SubnetId=self.subnet_id)["NetworkInterface"]
+        attachment = self.ec2.attach_network_interface(
+            NetworkInterfaceId=eni["NetworkInterfaceId"],
+            InstanceId=instance_id,
+            DeviceIndex=device_index,
+        )
+        return {
+            "id": eni["NetworkInterfaceId"],
+            "mac": eni["MacAddress"],
+            "ip": eni["PrivateIpAddress"],
+            "attachment": attachment["AttachmentId"],
+        }
+
+    def ping_status(self, instance_id: str) -> str | None:
+        found = self.ssm.describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
+        )["InstanceInformationList"]
+        return found[0]["PingStatus"] if found else None
+
+    def wait_online(self, *instance_ids: str) -> None:
+        for instance_id in instance_ids:
+            eventually(lambda i=instance_id: self.ping_status(i) == "Online" or None)
+
+    def send(self, instance_id: str, mac: str, ip: str, remediate: str = "false") -> str:
+        command = self.ssm.send_command(
+            InstanceIds=[instance_id],
+            DocumentName=DOCUMENT,
+            Parameters={"MacAddress": [mac], "ExpectedIp": [ip], "Remediate": [remediate]},
+        )["Command"]
+        return str(command["CommandId"])
+
+    def invocation(self, command_id: str, instance_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                self.ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+            )
+        except ClientError as error:
+            assert error.response["Error"]["Code"] == "InvocationDoesNotExist"
+            return None
+
+    def finished(self, command_id: str, instance_id: str) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            invocation = self.invocation(command_id, instance_id)
+            return invocation if invocation and invocation["Status"] != "InProgress" else None
+
+        return eventually(final)
+
+    def verify(
+        self, instance_id: str, mac: str, ip: str, remediate: str = "false"
+    ) -> dict[str, Any]:
+        invocation = self.finished(self.send(instance_id, mac, ip, remediate), instance_id)
+        assert invocation["Status"] == "Success", invocation
+        report: dict[str, Any] = json.loads(invocation["StandardOutputContent"])
+        return report
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 5.0) -> T:
+    """Poll ``probe`` until it returns something other than None (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = probe()
+        if result is not None:
+            return result
+        time.sleep(0.005)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+# One session keeps botocore's parsed service models between tests.
+SESSION = boto3.Session(region_name=REGION)
+
+
+@pytest.fixture
+def make_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., World]]:
+    """Build a sandbox with the SSM adaptation; keyword arguments go to SsmFidelity."""
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # AMIs are not needed here
+    with mock_aws(), ExitStack() as stack:
+        clock = Clock(FAST_SCALE)
+        stack.callback(clock.close)
+
+        def build(flavour: Flavour = "al2023", nic_delay: float = 1.0, **timing: float) -> World:
+            guests = GuestFleet(clock, flavour=flavour, nic_delay=nic_delay)
+            SsmFidelity(clock, guests, **timing).install(stack)
+            ec2 = SESSION.client("ec2")
+            ssm = SESSION.client("ssm")
+            vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+            subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.0.1.0/24")["Subnet"][
+                "SubnetId"
+            ]
+            ssm.create_document(
+                Name=DOCUMENT, DocumentType="Command", Content=json.dumps(VERIFICATION_DOCUMENT)
+            )
+            return World(ec2, ssm, guests, subnet_id)
+
+        yield build
+
+
+def error_of(call: Callable[[], object]) -> tuple[str, str]:
+    with pytest.raises(ClientError) as caught:
+        call()
+    return caught.value.response["Error"]["Code"], caught.value.response["Error"]["Message"]
+
+
+# -- agent registration and DescribeInstanceInformation ---------------------------------------
+
+
+def test_the_agent_registers_only_agent_delay_after_launch(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(agent_delay=150)  # 0.3 s real
+    [instance_id] = world.launch()
+
+    assert world.ping_status(instance_id) is None
+    world.wait_online(instance_id)
+
+
+def test_send_command_before_the_agent_registers_fails_with_invalid_instance_id(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(agent_delay=150)
+    [instance_id] = world.launch()
+
+    code, message = error_of(lambda: world.send(instance_id, "02:00:00:00:00:01", "10.0.1.5"))
+
+    assert code == "InvalidInstanceId"
+    assert message == f"Instances [[{instance_id}]] not in a valid state for account {ACCOUNT_ID}"
+
+
+def test_describe_instance_information_reports_connection_lost_once_the_instance_stops(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    first, second = world.launch(2)
+    world.wait_online(first, second)
+
+    world.ec2.stop_instances(InstanceIds=[first])
+    world.ec2.terminate_instances(InstanceIds=[second])
+
+    assert world.ping_status(first) == "ConnectionLost"
+    assert world.ping_status(second) == "ConnectionLost"
+    code, _ = error_of(lambda: world.send(second, "02:00:00:00:00:01", "10.0.1.5"))
+    assert code == "InvalidInstanceId"
+
+
+def test_a_restarted_instance_is_online_again_after_its_agent_reregisters(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    world.ec2.stop_instances(InstanceIds=[instance_id])
+
+    world.ec2.start_instances(InstanceIds=[instance_id])
+
+    assert world.ping_status(instance_id) == "ConnectionLost"
+    world.wait_online(instance_id)
+
+
+def test_describe_instance_information_filters_by_instance_ids_and_ping_status_and_paginates(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    instance_ids = world.launch(7)
+    world.wait_online(*instance_ids)
+    world.ec2.stop_instances(InstanceIds=instance_ids[:1])
+
+    pages = world.ssm.get_paginator("describe_instance_information").paginate(
+        PaginationConfig={"PageSize": 5}
+    )
+    listed = [info["InstanceId"] for page in pages for info in page["InstanceInformationList"]]
+    online = world.ssm.describe_instance_information(
+        Filters=[{"Key": "PingStatus", "Values": ["Online"]}]
+    )["InstanceInformationList"]
+    chosen = world.ssm.describe_instance_information(
+        InstanceInformationFilterList=[{"key": "InstanceIds", "valueSet": instance_ids[:2]}]
+    )["InstanceInformationList"]
+
+    assert sorted(listed) == sorted(instance_ids)
+    assert {info["InstanceId"] for info in online} == set(instance_ids[1:])
+    assert {info["InstanceId"] for info in chosen} == set(instance_ids[:2])
+    assert {info["PlatformName"] for info in chosen} == {"Amazon Linux"}
+
+
+def test_an_instance_without_an_agent_never_registers_and_cannot_be_sent_commands(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    world.guests.set_default_faults({"agent_absent"})
+    [silent] = world.launch()
+    world.guests.set_default_faults(())
+    [healthy] = world.launch()
+    world.wait_online(healthy)
+
+    assert world.ping_status(silent) is None
+    code, _ = error_of(lambda: world.send(silent, "02:00:00:00:00:01", "10.0.1.5"))
+    assert code == "InvalidInstanceId"
+
+
+# -- SendCommand ------------------------------------------------------------------------------
+
+
+def test_send_command_targets_only_the_given_instances(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    chosen, other = world.launch(2)
+    world.wait_online(chosen, other)
+
+    command = world.ssm.send_command(
+        InstanceIds=[chosen],
+        DocumentName="AWS-RunShellScript",
+        Parameters={"commands": ["ip -br addr"]},
+    )["Command"]
+
+    targeted = world.ssm.send_command(
+        Targets=[{"Key": "InstanceIds", "Values": [chosen]}],
+        DocumentName="AWS-RunShellScript",
+        Parameters={"commands": ["ip -br addr"]},
+    )["Command"]
+
+    assert command["InstanceIds"] == [chosen]
+    assert targeted["InstanceIds"] == [chosen]
+    invocations = world.ssm.list_command_invocations(CommandId=command["CommandId"])
+    assert [i["InstanceId"] for i in invocations["CommandInvocations"]] == [chosen]
+    assert world.invocation(command["CommandId"], other) is None
+
+
+def test_send_command_with_a_value_violating_the_documents_constraints_fails_with_invalid_parameters(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+
+    def send(**parameters: list[str]) -> Callable[[], object]:
+        return lambda: world.ssm.send_command(
+            InstanceIds=[instance_id], DocumentName=DOCUMENT, Parameters=parameters
+        )
+
+    bad_calls = [
+        send(MacAddress=["eth1"], ExpectedIp=[eni["ip"]]),
+        send(MacAddress=[eni["mac"]], ExpectedIp=["10.0.1.256"]),
+        send(MacAddress=[eni["mac"]], ExpectedIp=[eni["ip"]], Remediate=["yes"]),
+        send(MacAddress=[eni["mac"]]),
+        send(MacAddress=[eni["mac"]], ExpectedIp=[eni["ip"]], commands=["reboot"]),
+    ]
+    assert [error_of(call)[0] for call in bad_calls] == ["InvalidParameters"] * len(bad_calls)
+    assert world.ssm.list_commands()["Commands"] == []
+
+
+# -- GetCommandInvocation timing --------------------------------------------------------------
+
+
+def test_get_command_invocation_right_after_send_fails_with_invocation_does_not_exist(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(invocation_lag=150, run_time=100)  # 0.3 s, 0.2 s real
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+
+    command_id = world.send(instance_id, eni["mac"], eni["ip"])
+
+    assert world.invocation(command_id, instance_id) is None
+    assert world.ssm.list_command_invocations(CommandId=command_id)["CommandInvocations"] == []
+    running = eventually(lambda: world.invocation(command_id, instance_id))
+    assert (running["Status"], running["StatusDetails"]) == ("InProgress", "InProgress")
+    assert running["StandardOutputContent"] == ""
+    assert world.ssm.list_commands(CommandId=command_id)["Commands"][0]["Status"] == "InProgress"
+    done = world.finished(command_id, instance_id)
+    assert (done["Status"], done["ResponseCode"]) == ("Success", 0)
+
+
+def test_an_invocation_whose_instance_terminates_before_it_runs_is_undeliverable(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(invocation_lag=100, run_time=100)
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+    command_id = world.send(instance_id, eni["mac"], eni["ip"])
+
+    world.ec2.terminate_instances(InstanceIds=[instance_id])
+
+    done = world.finished(command_id, instance_id)
+    assert (done["Status"], done["StatusDetails"]) == ("Failed", "Undeliverable")
+    assert world.ssm.list_commands(CommandId=command_id)["Commands"][0]["Status"] == "Failed"
+
+
+def test_list_command_invocations_agrees_with_get_command_invocation(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+    command_id = world.send(instance_id, eni["mac"], eni["ip"])
+    done = world.finished(command_id, instance_id)
+
+    listed = world.ssm.list_command_invocations(CommandId=command_id, Details=True)
+    [row] = listed["CommandInvocations"]
+    assert (row["InstanceId"], row["Status"]) == (instance_id, done["Status"])
+    assert row["CommandPlugins"][0]["Name"] == done["PluginName"] == "verifyEni"
+    assert row["CommandPlugins"][0]["Output"] == done["StandardOutputContent"]
+    [command] = world.ssm.list_commands(CommandId=command_id)["Commands"]
+    assert (command["Status"], command["CompletedCount"]) == ("Success", 1)
+
+
+def test_a_script_that_exits_non_zero_fails_with_its_exit_status_as_response_code(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    loose = json.loads(json.dumps(VERIFICATION_DOCUMENT))
+    del loose["parameters"]["MacAddress"]["allowedPattern"]  # SSM lets a bad MAC through
+    world.ssm.create_document(
+        Name="loose-verify", DocumentType="Command", Content=json.dumps(loose)
+    )
+
+    command_id = world.ssm.send_command(
+        InstanceIds=[instance_id],
+        DocumentName="loose-verify",
+        Parameters={"MacAddress": ["eth1"], "ExpectedIp": ["10.0.1.5"]},
+    )["Command"]["CommandId"]
+
+    done = world.finished(command_id, instance_id)
+    assert (done["Status"], done["ResponseCode"]) == ("Failed", 2)
+    assert done["StandardOutputContent"] == ""
+    assert done["StandardErrorContent"].startswith("error: invalid MacAddress")
+
+
+# -- the verification document against the guest model ---------------------------------------
+
+
+def test_amazon_linux_2_names_the_second_nic_eth1(make_world: Callable[..., World]) -> None:
+    world = make_world(flavour="al2")
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+
+    report = world.verify(instance_id, eni["mac"], eni["ip"])
+
+    assert report == {
+        "mac": eni["mac"],
+        "found": True,
+        "name": "eth1",
+        "altnames": [],
+        "up": True,
+        "ipv4": [eni["ip"]],
+        "remediated": [],
+        "verdict": "VERIFIED",
+    }
+
+
+def test_amazon_linux_2023_names_the_second_nic_ens6_with_eni_and_device_number_altnames(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(flavour="al2023")
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+
+    report = world.verify(instance_id, eni["mac"], eni["ip"])
+
+    assert (report["name"], report["verdict"]) == ("ens6", "VERIFIED")
+    assert report["altnames"] == [eni["id"], "device-number-1"]
+
+
+def test_the_nic_is_found_by_mac_case_insensitively(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+
+    report = world.verify(instance_id, eni["mac"].upper(), eni["ip"])
+
+    assert (report["found"], report["verdict"]) == (True, "VERIFIED")
+
+
+def test_with_two_nics_the_one_with_the_given_mac_is_checked(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    first = world.attach_eni(instance_id, device_index=1)
+    second = world.attach_eni(instance_id, device_index=2)
+
+    report = world.verify(instance_id, second["mac"], second["ip"])
+    crossed = world.verify(instance_id, second["mac"], first["ip"])
+
+    assert (report["name"], report["ipv4"], report["verdict"]) == (
+        "ens7",
+        [second["ip"]],
+        "VERIFIED",
+    )
+    assert crossed["verdict"] == "NO_ADDRESS"
+
+
+def test_a_detached_eni_is_no_longer_found_in_the_guest(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+    assert world.verify(instance_id, eni["mac"], eni["ip"])["verdict"] == "VERIFIED"
+
+    world.ec2.detach_network_interface(AttachmentId=eni["attachment"])
+
+    report = world.verify(instance_id, eni["mac"], eni["ip"])
+    assert (report["verdict"], report["name"], report["up"]) == ("NOT_FOUND", None, False)
+
+
+def test_a_nic_whose_link_is_down_reports_down_and_remediation_brings_it_up(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    world.guests.set_faults(instance_id, {"nic_down"})
+    eni = world.attach_eni(instance_id)
+
+    checked = world.verify(instance_id, eni["mac"], eni["ip"])
+    remediated = world.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
+    rechecked = world.verify(instance_id, eni["mac"], eni["ip"])
+
+    assert (checked["verdict"], checked["up"]) == ("DOWN", False)
+    assert (remediated["verdict"], remediated["remediated"]) == ("VERIFIED", ["link_up"])
+    assert rechecked["verdict"] == "VERIFIED"
+
+
+def test_a_nic_without_its_address_reports_no_address_and_remediation_requests_dhcp(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    world.guests.set_faults(instance_id, {"no_address"})
+    eni = world.attach_eni(instance_id)
+
+    checked = world.verify(instance_id, eni["mac"], eni["ip"])
+    remediated = world.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
+
+    assert (checked["verdict"], checked["up"], checked["ipv4"]) == ("NO_ADDRESS", True, [])
+    assert (remediated["verdict"], remediated["remediated"]) == ("VERIFIED", ["dhcp"])
+    assert remediated["ipv4"] == [eni["ip"]]
+
+
+def test_remediation_cannot_fix_a_wrong_expected_address(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+
+    report = world.verify(instance_id, eni["mac"], "10.0.1.254", remediate="true")
+
+    assert (report["verdict"], report["remediated"]) == ("NO_ADDRESS", ["dhcp"])
+    assert report["ipv4"] == [eni["ip"]]
+
+
+def test_a_nic_that_never_appears_is_not_found_even_with_remediation(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    world.guests.set_faults(instance_id, {"nic_absent"})
+    eni = world.attach_eni(instance_id)
+
+    report = world.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
+
+    assert report == {
+        "mac": eni["mac"],
+        "found": False,
+        "name": None,
+        "altnames": [],
+        "up": False,
+        "ipv4": [],
+        "remediated": [],
+        "verdict": "NOT_FOUND",
+    }
+
+
+def test_ubuntu_leaves_a_hot_plugged_nic_down_and_unaddressed_until_remediated(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(flavour="ubuntu")
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+
+    checked = world.verify(instance_id, eni["mac"], eni["ip"])
+    remediated = world.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
+
+    assert (checked["name"], checked["verdict"], checked["ipv4"]) == ("ens6", "DOWN", [])
+    assert remediated["remediated"] == ["link_up", "dhcp"]
+    assert (remediated["verdict"], remediated["ipv4"]) == ("VERIFIED", [eni["ip"]])
+
+
+# -- the guest model directly -----------------------------------------------------------------
+
+
+def test_a_nic_appears_in_the_guest_os_only_nic_delay_after_attachment(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(nic_delay=100)  # 0.2 s real
+    [instance_id] = world.launch()
+    eni = world.attach_eni(instance_id)
+
+    def verdict() -> str:
+        _, stdout, _ = world.guests.run_verification(instance_id, eni["mac"], eni["ip"], False)
+        return str(json.loads(stdout)["verdict"])
+
+    assert verdict() == "NOT_FOUND"
+    eventually(lambda: verdict() == "VERIFIED" or None)
+
+
+def test_the_verification_script_exits_2_on_invalid_parameters(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    [instance_id] = world.launch()
+
+    results = [
+        world.guests.run_verification(instance_id, "eth1", "10.0.1.5", False),
+        world.guests.run_verification(instance_id, "02:00:00:00:00:01", "10.0.1", False),
+        world.guests.run_verification(instance_id, "02:00:00:00:00:01", "10.0.1.5", "yes"),
+    ]
+
+    assert [(code, stdout) for code, stdout, _ in results] == [(2, "")] * 3
+    assert all(stderr.startswith("error: ") for _, _, stderr in results)
+
+
+def test_closing_the_stack_restores_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+    originals = (
+        SimpleSystemManagerBackend.send_command,
+        SimpleSystemManagerBackend.get_command_invocation,
+    )
+    with mock_aws():
+        clock = Clock(FAST_SCALE)
+        try:
+            with ExitStack() as stack:
+                SsmFidelity(clock, GuestFleet(clock)).install(stack)
+                assert hasattr(SimpleSystemManagerResponse, "describe_instance_information")
+        finally:
+            clock.close()
+
+    assert not hasattr(SimpleSystemManagerResponse, "describe_instance_information")
+    assert (
+        SimpleSystemManagerBackend.send_command,
+        SimpleSystemManagerBackend.get_command_invocation,
+    ) == originals
