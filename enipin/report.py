@@ -66,9 +66,7 @@ def group_report(
     statuses = Counter(e["status"] for e in _executions(sfn, state_machine_arn))
     summary = {
         "launched": len(rows),
-        "pinned": sum(
-            1 for r in rows if r["eni"] and r["lifecycle_state"] == "InService"
-        ),
+        "pinned": sum(1 for r in rows if r["eni"] and r["lifecycle_state"] == "InService"),
         "abandoned": sum(1 for r in rows if r["result"] == "ABANDON"),
         "double_attached": _double_attached(enis, by_instance),
         "executions": dict(statuses),

@@ -24,7 +24,8 @@ def judge(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
         if wait.exhausted(settings.verify_wait_seconds):
             raise VerificationTimedOut(f"command {verification['commandId']}: {result.detail}")
         wait = wait.advance(settings.poll_seconds, settings.heartbeat_timeout)
-        return {**state, "verification": verification | {"status": "PENDING", "wait": wait.to_dict()}}
+        pending = {"status": "PENDING", "wait": wait.to_dict()}
+        return {**state, "verification": verification | pending}
     verdict = (result.report or {}).get("verdict", "NO_REPORT")
     logger.info("guest report", extra={"verdict": verdict, "report": result.report})
     done = verification | {"status": result.status, "verdict": verdict, "report": result.report}

@@ -34,6 +34,9 @@ def decide(event: Any, settings: Settings, groups: frozenset[str]) -> dict[str, 
         "instanceId": action.instance_id,
         "lifecycle": action.to_dict(),
         "settings": action.settings(settings).to_dict(),
+        # fields the execution's output reads, whichever path it takes
+        "racesLost": 0,
+        "lifecycleResult": None,
     }
 
 

@@ -11,11 +11,13 @@ to it::
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from unittest.mock import patch
 
 import boto3
 from moto import mock_aws
@@ -31,11 +33,16 @@ from enipin.sandbox.guest import GuestFleet
 from enipin.sandbox.lambdas import LambdaRuntime
 from enipin.sandbox.ledger import Ledger
 from enipin.sandbox.ssm import SsmFidelity
+from enipin.sandbox.template import load as load_template
 from enipin.sandbox.world import World, WorldSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = PROJECT_ROOT / "infra" / "template.yaml"
 STACK_NAME = "enipin"
+
+# Python in one process is slower than Lambda, and the fast clock magnifies that: give the hook
+# room so a busy scenario is not abandoned by timeouts no real deployment would hit.
+SANDBOX_PARAMETERS = {"HookHeartbeatTimeout": 1800}
 
 __all__ = ["Sandbox", "SettleTimeout"]
 
@@ -100,8 +107,9 @@ class Sandbox:
         stack = self._exit
         stack.callback(self.clock.close)
         _quiet_engine_logs(stack)
+        # moto's ~2,600 default AMIs cost time on every start; the world registers its own.
+        stack.enter_context(patch.dict(os.environ, {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
-        stack.callback(self._stop_executions)
         for adaptation in (
             self.ledger,
             self.lambdas,
@@ -112,12 +120,15 @@ class Sandbox:
             self.ssm,
         ):
             adaptation.install(stack)
+        stack.callback(self._stop_executions)  # first thing on close, while moto still runs
         self.world.build()
         if self._deploy:
             self.stack = self.deploy(self.template, self.parameters)
 
     def deploy(self, template: Path, parameters: dict[str, Any] | None = None) -> Stack:
-        params = {"GroupName": self.spec.group_name, **(parameters or {})}
+        world = {**SANDBOX_PARAMETERS, "GroupName": self.spec.group_name}
+        declared = load_template(template).get("Parameters", {})
+        params = {k: v for k, v in world.items() if k in declared} | (parameters or {})
         return Deployer(self.lambdas).deploy(template, STACK_NAME, params)
 
     # -- driving the group -------------------------------------------------------------------
@@ -127,7 +138,7 @@ class Sandbox:
         return self.spec.group_name
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+        return boto3.client(service, region_name=REGION)
 
     def desired(self) -> int:
         group = self.client("autoscaling").describe_auto_scaling_groups(
@@ -184,7 +195,6 @@ class Sandbox:
                 return
             time.sleep(0.02)
         raise SettleTimeout(f"still busy after {timeout:.0f} AWS seconds")
-
 
     def _stop_executions(self) -> None:
         """Closing the sandbox ends what still runs, as deleting a stack would."""

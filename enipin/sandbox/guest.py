@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 from unittest import mock
 
@@ -61,7 +61,9 @@ class Guest:
     boots: int = 0
     booted_at: float | None = None
     # attachment id -> remediations applied to that NIC ("link_up", "dhcp")
-    remediated: dict[str, set[str]] = field(default_factory=dict)
+    remediated: dict[str, frozenset[str]] = field(default_factory=dict)
+    # One verification script at a time per guest; never taken by moto hooks.
+    script: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class GuestFleet:
@@ -70,6 +72,8 @@ class GuestFleet:
     ``install`` hooks moto's Instance model to note, in AWS seconds on ``clock``, when each
     instance boots and when each ENI is attached; everything else is read from moto each time.
     Faults touch hot-plugged NICs only (device index >= 1): the primary NIC carries the agent.
+    The fleet lock is only held for its own dicts, never while reading moto, because other
+    adaptations call the hooks below while holding their own locks.
     """
 
     def __init__(
@@ -151,10 +155,11 @@ class GuestFleet:
         if not self.is_running(instance_id):
             return []
         now = self.clock.monotonic()
-        with self._lock:
-            guest = self.guest(instance_id)
-            views = (self._nic_view(guest, eni, now) for eni in list(self._ec2().enis.values()))
-            return sorted((nic for nic in views if nic), key=lambda nic: nic.device_index)
+        with self._lock:  # a copy: moto, and its adaptations' locks, are read without ours
+            live = self.guest(instance_id)
+            guest = replace(live, remediated=dict(live.remediated))
+        views = (self._nic_view(guest, eni, now) for eni in list(self._ec2().enis.values()))
+        return sorted((nic for nic in views if nic), key=lambda nic: nic.device_index)
 
     def run_verification(
         self, instance_id: str, mac: str, expected_ip: str, remediate: bool | str
@@ -165,7 +170,7 @@ class GuestFleet:
             return 2, "", f"error: {error}\n"
         wanted = mac.lower()
         remediated: list[str] = []
-        with self._lock:  # the script runs as one unit on its guest
+        with self.guest(instance_id).script:  # the script runs as one unit on its guest
             nic = self._find(instance_id, wanted)
             if nic and _truthy(remediate) and not nic.up:
                 nic = self._remediate(instance_id, nic, "link_up", remediated)
@@ -242,10 +247,11 @@ class GuestFleet:
         index = int(attachment.device_index)
         hot_plugged = index >= 1
         faults = guest.faults if hot_plugged else frozenset()
-        appears_at = self._attached_at.get(attachment.attachment_id, self._installed_at)
+        with self._lock:
+            appears_at = self._attached_at.get(attachment.attachment_id, self._installed_at)
         if "nic_absent" in faults or now < appears_at + self.nic_delay:
             return None
-        done = guest.remediated.get(attachment.attachment_id, set())
+        done = guest.remediated.get(attachment.attachment_id, frozenset())
         unconfigured = hot_plugged and guest.flavour == "ubuntu"  # cloud-init without hotplug
         up = "link_up" in done or not (unconfigured or "nic_down" in faults)
         addressed = "dhcp" in done or not (unconfigured or "no_address" in faults)
@@ -266,7 +272,9 @@ class GuestFleet:
         return next((nic for nic in self.nics(instance_id) if nic.mac == mac), None)
 
     def _remediate(self, instance_id: str, nic: Nic, action: str, log: list[str]) -> Nic | None:
-        self.guest(instance_id).remediated.setdefault(nic.attachment_id, set()).add(action)
+        with self._lock:
+            done = self.guest(instance_id).remediated
+            done[nic.attachment_id] = done.get(nic.attachment_id, frozenset()) | {action}
         log.append(action)
         return self._find(instance_id, nic.mac)
 

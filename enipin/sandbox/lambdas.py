@@ -30,7 +30,6 @@ from moto.awslambda.models import LambdaFunction
 from enipin.sandbox.base import REGION
 from enipin.sandbox.ledger import Ledger, calls_made_by
 
-
 _RUNTIME_ENV = {"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
 
 

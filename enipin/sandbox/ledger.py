@@ -11,11 +11,12 @@ import random
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from unittest.mock import patch
+from urllib.parse import parse_qs
 
 from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
@@ -98,6 +99,9 @@ class Ledger:
     calls: list[Call] = field(default_factory=list)
     invocations: Counter[str] = field(default_factory=Counter)
     _rules: list[_Rule] = field(default_factory=list)
+    _actors: dict[tuple[str, str], list[Callable[[dict[str, list[str]]], None]]] = field(
+        default_factory=dict
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def throttle(
@@ -114,6 +118,15 @@ class Ledger:
         rule = _Rule(service, operation, times, rate, random.Random(seed))
         with self._lock:
             self._rules.append(rule)
+
+    def before(
+        self, service: str, operation: str, actor: Callable[[dict[str, list[str]]], None]
+    ) -> None:
+        """Let another actor act on the world just before the next such call is served (once),
+        e.g. a concurrent launch taking the ENI this one is about to attach. ``actor`` gets
+        the call's query parameters."""
+        with self._lock:
+            self._actors.setdefault((service, operation), []).append(actor)
 
     def clear_throttling(self) -> None:
         with self._lock:
@@ -144,6 +157,7 @@ class Ledger:
             if not self.enabled:
                 return None
             _, service, operation = event_name.split(".", 2)
+            ledger._run_actor(service, operation, request)
             response = ledger._throttled(service, operation, request)
             if response is None:
                 response = original(self, event_name, request, **kwargs)
@@ -152,6 +166,14 @@ class Ledger:
 
         stack.enter_context(patch.object(BotocoreStubber, "__call__", stub))
 
+    def _run_actor(self, service: str, operation: str, request: Any) -> None:
+        with self._lock:
+            waiting = self._actors.get((service, operation))
+            actor = waiting.pop(0) if waiting else None
+        if actor is not None:
+            body = request.body or b""
+            actor(parse_qs(body.decode() if isinstance(body, bytes) else body))
+
     def _throttled(self, service: str, operation: str, request: Any) -> AWSResponse | None:
         with self._lock:
             fired = any(rule.fires(service, operation) for rule in self._rules)
@@ -159,7 +181,7 @@ class Ledger:
             return None
         status, content_type, body = _THROTTLE_RESPONSES.get(service, _JSON_THROTTLE)
         headers = {"Content-Type": content_type, "x-amzn-RequestId": "0" * 8}
-        return AWSResponse(request.url, status, headers, MockRawResponse(body.encode()))  # type: ignore[arg-type]
+        return AWSResponse(request.url, status, headers, MockRawResponse(body.encode()))
 
     def _record(self, service: str, operation: str, response: AWSResponse | None) -> None:
         outcome = "ok"

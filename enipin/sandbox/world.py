@@ -59,7 +59,7 @@ class World:
         ]
 
     def _create_group(self, ec2: Any) -> None:
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        image = ec2.register_image(Name="enipin-sandbox", RootDeviceName="/dev/xvda")["ImageId"]
         ec2.create_launch_template(
             LaunchTemplateName=f"{self.spec.group_name}-lt",
             LaunchTemplateData={"ImageId": image, "InstanceType": self.spec.instance_type},

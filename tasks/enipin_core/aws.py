@@ -37,7 +37,7 @@ R = TypeVar("R")
 @functools.cache
 def client(service: str) -> Any:
     """One client per service per process, as a Lambda keeps it across invocations."""
-    return boto3.client(service, config=SDK_CONFIG)  # type: ignore[call-overload]
+    return boto3.client(service, config=SDK_CONFIG)
 
 
 def error_code(exc: ClientError) -> str:

@@ -1,4 +1,4 @@
-"""Completing and extending lifecycle actions, where a finished action is an outcome, not a crash."""
+"""Completing and extending lifecycle actions; a finished action is an outcome, not a crash."""
 
 from __future__ import annotations
 

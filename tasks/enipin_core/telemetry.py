@@ -21,7 +21,7 @@ def task_handler(fn: Handler) -> Handler:
     """Log with the instance id, trace, and flush this invocation's metrics."""
     traced = tracer.capture_lambda_handler(fn, capture_response=False)
     logged = logger.inject_lambda_context(traced, correlation_id_path="instanceId")
-    return metrics.log_metrics(logged)  # type: ignore[no-any-return]
+    return metrics.log_metrics(logged)
 
 
 def count(name: str, value: int = 1) -> None:

@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -355,6 +356,28 @@ def test_completing_with_a_wrong_group_or_hook_name_fails_with_validation_error(
     assert _states(w) == {instance_id: "Pending:Wait"}
 
 
+def test_concurrent_completions_of_one_action_take_effect_exactly_once(w: World) -> None:
+    _create_group(w, desired=1, hooks=[_hook()])
+    instance_id = _only_instance(w)
+    token = _action(w, instance_id)["token"]
+
+    def complete(result: str) -> str:
+        try:
+            _complete(w, result, LifecycleActionToken=token)
+        except ClientError as error:
+            return str(error.response["Error"]["Message"])
+        return result
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(complete, ["CONTINUE", "ABANDON"] * 4))
+
+    winners = [o for o in outcomes if o in ("CONTINUE", "ABANDON")]
+    assert len(winners) == 1
+    assert outcomes.count(f"No active Lifecycle Action found with token {token}") == 7
+    expected = "running" if winners == ["CONTINUE"] else "terminated"
+    assert _ec2_state(w, instance_id) == expected
+
+
 # ------------------------------------------------------------------ timeouts and heartbeats
 
 
@@ -374,7 +397,7 @@ def test_heartbeat_timeout_applies_the_hooks_default_result(
 
 
 def test_heartbeat_extends_the_wait_by_one_heartbeat_timeout(w: World) -> None:
-    _create_group(w, desired=1, hooks=[_hook(heartbeat=60)])
+    _create_group(w, desired=1, hooks=[_hook(heartbeat=30)])
     instance_id = _only_instance(w)
     first_deadline = _action(w, instance_id)["deadline"]
 
@@ -385,7 +408,7 @@ def test_heartbeat_extends_the_wait_by_one_heartbeat_timeout(w: World) -> None:
     after = w.clock.monotonic()
 
     extended = _action(w, instance_id)["deadline"]
-    assert before + 60 <= extended <= after + 60
+    assert before + 30 <= extended <= after + 30
     assert extended > first_deadline
     _wait_for(lambda: _states(w).get(instance_id) is None)  # DefaultResult ABANDON
     assert w.clock.monotonic() >= extended
@@ -427,15 +450,15 @@ def test_global_timeout_is_the_smaller_of_48_hours_and_100_heartbeats(w: World) 
 def test_heartbeats_cannot_extend_a_wait_past_the_global_timeout(
     aws: Aws, request: pytest.FixtureRequest
 ) -> None:
-    clock = _SteppedClock(0.01)  # slow real time; the test jumps it forward itself
+    clock = _SteppedClock(1.0)  # real time, so only the jumps below move the wait on
     with _world(aws, clock, _group_name(request)) as w:
         _create_group(w, desired=1, hooks=[_hook(heartbeat=30, default="CONTINUE")])
         instance_id = _only_instance(w)
         global_deadline = _action(w, instance_id)["global_deadline"]
 
         deadlines = []
-        while clock.monotonic() < global_deadline - 10:
-            clock.advance(20)
+        while clock.monotonic() < global_deadline - 15:
+            clock.advance(min(20, global_deadline - 5 - clock.monotonic()))  # inside the wait
             w.asg.record_lifecycle_action_heartbeat(
                 AutoScalingGroupName=w.group, LifecycleHookName="attach-eni", InstanceId=instance_id
             )
@@ -500,8 +523,11 @@ def test_terminate_hook_timeout_terminates_the_instance(w: World) -> None:
     instance_id = _only_instance(w)
 
     w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=0)
+    assert _states(w) == {instance_id: "Terminating:Wait"}
+    deadline = _action(w, instance_id, TERMINATING)["deadline"]
 
     _wait_for(lambda: _states(w) == {})
+    assert w.clock.monotonic() >= deadline
     assert _ec2_state(w, instance_id) == "terminated"
 
 

@@ -1,4 +1,4 @@
-"""SSM Run Command fidelity and the guest OS model: each test names the AWS behaviour it restores."""
+"""SSM Run Command fidelity and the guest OS model; each test names the AWS behaviour it pins."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import boto3
@@ -77,9 +78,12 @@ class World:
         )["InstanceInformationList"]
         return found[0]["PingStatus"] if found else None
 
+    def _online_or_none(self, instance_id: str) -> bool | None:
+        return self.ping_status(instance_id) == "Online" or None
+
     def wait_online(self, *instance_ids: str) -> None:
         for instance_id in instance_ids:
-            eventually(lambda i=instance_id: self.ping_status(i) == "Online" or None)
+            eventually(partial(self._online_or_none, instance_id))
 
     def send(self, instance_id: str, mac: str, ip: str, remediate: str = "false") -> str:
         command = self.ssm.send_command(
@@ -114,6 +118,19 @@ class World:
         return report
 
 
+def aws_seconds(real: float) -> float:
+    """The AWS delay that takes ``real`` seconds on the fast clock, whatever its scale."""
+    return real / FAST_SCALE
+
+
+# Quick defaults; the tests about timing set their own delays.
+QUICK = {
+    "agent_delay": aws_seconds(0.02),
+    "invocation_lag": aws_seconds(0.005),
+    "run_time": aws_seconds(0.01),
+}
+
+
 def eventually(probe: Callable[[], T | None], timeout: float = 5.0) -> T:
     """Poll ``probe`` until it returns something other than None (bounded)."""
     deadline = time.monotonic() + timeout
@@ -137,9 +154,11 @@ def make_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., World]
         clock = Clock(FAST_SCALE)
         stack.callback(clock.close)
 
-        def build(flavour: Flavour = "al2023", nic_delay: float = 1.0, **timing: float) -> World:
+        def build(
+            flavour: Flavour = "al2023", nic_delay: float = aws_seconds(0.005), **timing: float
+        ) -> World:
             guests = GuestFleet(clock, flavour=flavour, nic_delay=nic_delay)
-            SsmFidelity(clock, guests, **timing).install(stack)
+            SsmFidelity(clock, guests, **{**QUICK, **timing}).install(stack)
             ec2 = SESSION.client("ec2")
             ssm = SESSION.client("ssm")
             vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -166,7 +185,7 @@ def error_of(call: Callable[[], object]) -> tuple[str, str]:
 def test_the_agent_registers_only_agent_delay_after_launch(
     make_world: Callable[..., World],
 ) -> None:
-    world = make_world(agent_delay=150)  # 0.3 s real
+    world = make_world(agent_delay=aws_seconds(0.3))
     [instance_id] = world.launch()
 
     assert world.ping_status(instance_id) is None
@@ -176,7 +195,7 @@ def test_the_agent_registers_only_agent_delay_after_launch(
 def test_send_command_before_the_agent_registers_fails_with_invalid_instance_id(
     make_world: Callable[..., World],
 ) -> None:
-    world = make_world(agent_delay=150)
+    world = make_world(agent_delay=aws_seconds(0.3))
     [instance_id] = world.launch()
 
     code, message = error_of(lambda: world.send(instance_id, "02:00:00:00:00:01", "10.0.1.5"))
@@ -282,7 +301,7 @@ def test_send_command_targets_only_the_given_instances(make_world: Callable[...,
     assert world.invocation(command["CommandId"], other) is None
 
 
-def test_send_command_with_a_value_violating_the_documents_constraints_fails_with_invalid_parameters(
+def test_send_command_with_values_breaking_the_documents_constraints_fails_with_invalid_parameters(
     make_world: Callable[..., World],
 ) -> None:
     world = make_world()
@@ -312,7 +331,7 @@ def test_send_command_with_a_value_violating_the_documents_constraints_fails_wit
 def test_get_command_invocation_right_after_send_fails_with_invocation_does_not_exist(
     make_world: Callable[..., World],
 ) -> None:
-    world = make_world(invocation_lag=150, run_time=100)  # 0.3 s, 0.2 s real
+    world = make_world(invocation_lag=aws_seconds(0.3), run_time=aws_seconds(0.6))
     [instance_id] = world.launch()
     world.wait_online(instance_id)
     eni = world.attach_eni(instance_id)
@@ -332,7 +351,7 @@ def test_get_command_invocation_right_after_send_fails_with_invocation_does_not_
 def test_an_invocation_whose_instance_terminates_before_it_runs_is_undeliverable(
     make_world: Callable[..., World],
 ) -> None:
-    world = make_world(invocation_lag=100, run_time=100)
+    world = make_world(invocation_lag=aws_seconds(0.2), run_time=aws_seconds(0.2))
     [instance_id] = world.launch()
     world.wait_online(instance_id)
     eni = world.attach_eni(instance_id)
@@ -563,7 +582,7 @@ def test_ubuntu_leaves_a_hot_plugged_nic_down_and_unaddressed_until_remediated(
 def test_a_nic_appears_in_the_guest_os_only_nic_delay_after_attachment(
     make_world: Callable[..., World],
 ) -> None:
-    world = make_world(nic_delay=100)  # 0.2 s real
+    world = make_world(nic_delay=aws_seconds(0.2))
     [instance_id] = world.launch()
     eni = world.attach_eni(instance_id)
 

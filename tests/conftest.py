@@ -1,0 +1,116 @@
+"""Shared test helpers: event fixtures, sandbox factories and reading executions back."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enipin.sandbox import Sandbox
+
+EVENTS = Path(__file__).parent / "events"
+
+
+def load_event(name: str, **detail: Any) -> dict[str, Any]:
+    """An event fixture shaped exactly like AWS's, with ``detail`` fields overridden."""
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    if detail:
+        event = copy.deepcopy(event)
+        event["detail"].update(detail)
+    return event
+
+
+def wait_until(predicate: Callable[[], bool], sb: Sandbox, aws_seconds: float = 3600) -> None:
+    """Poll ``predicate`` until it holds; ``aws_seconds`` of sandbox time at most."""
+    deadline = sb.clock.monotonic() + aws_seconds
+    while not predicate():
+        if sb.clock.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def describe(sb: Sandbox, execution_arn: str) -> dict[str, Any]:
+    return dict(sb.client("stepfunctions").describe_execution(executionArn=execution_arn))
+
+
+def path_of(sb: Sandbox, execution_arn: str) -> list[str]:
+    """The names of the states the execution entered, in order (as the console shows them)."""
+    events = sb.client("stepfunctions").get_execution_history(
+        executionArn=execution_arn, maxResults=1000
+    )["events"]
+    return [
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    ]
+
+
+def history_errors(sb: Sandbox, execution_arn: str) -> list[str]:
+    events = sb.client("stepfunctions").get_execution_history(
+        executionArn=execution_arn, maxResults=1000
+    )["events"]
+    return [e["taskFailedEventDetails"]["error"] for e in events if "taskFailedEventDetails" in e]
+
+
+def executions_for(sb: Sandbox, instance_id: str) -> list[dict[str, Any]]:
+    """The launch executions whose input names ``instance_id``, oldest first."""
+    found = []
+    for execution in sb.executions():
+        desc = describe(sb, execution["executionArn"])
+        detail = json.loads(desc["input"]).get("detail", {})
+        if detail.get("EC2InstanceId") == instance_id:
+            found.append(desc)
+    return sorted(found, key=lambda d: d["startDate"])
+
+
+def start(sb: Sandbox, event: dict[str, Any]) -> str:
+    """Start the launch workflow by hand, as an operator replaying an input would."""
+    return str(
+        sb.client("stepfunctions").start_execution(
+            stateMachineArn=sb.state_machine_arn(), input=json.dumps(event)
+        )["executionArn"]
+    )
+
+
+def finish(sb: Sandbox, execution_arn: str) -> dict[str, Any]:
+    wait_until(lambda: describe(sb, execution_arn)["status"] != "RUNNING", sb)
+    return describe(sb, execution_arn)
+
+
+def group_instances(sb: Sandbox) -> dict[str, dict[str, Any]]:
+    asg = sb.client("autoscaling").describe_auto_scaling_instances()["AutoScalingInstances"]
+    return {i["InstanceId"]: i for i in asg if i["AutoScalingGroupName"] == sb.group_name}
+
+
+def pool_enis_on(sb: Sandbox, instance_id: str) -> list[dict[str, Any]]:
+    return list(
+        sb.client("ec2").describe_network_interfaces(
+            Filters=[
+                {"Name": "tag:Type", "Values": ["Dedicated-ENI"]},
+                {"Name": "attachment.instance-id", "Values": [instance_id]},
+            ]
+        )["NetworkInterfaces"]
+    )
+
+
+def instance_state(sb: Sandbox, instance_id: str) -> str:
+    reservations = sb.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return str(reservations[0]["Instances"][0]["State"]["Name"])
+
+
+@pytest.fixture
+def sandbox() -> Callable[..., Sandbox]:
+    """Open sandboxes on demand; each closes at the end of the test."""
+    opened: list[Sandbox] = []
+
+    def make(**kwargs: Any) -> Sandbox:
+        sb = Sandbox(**kwargs).__enter__()
+        opened.append(sb)
+        return sb
+
+    yield make  # type: ignore[misc]
+    for sb in reversed(opened):
+        sb.__exit__(None, None, None)

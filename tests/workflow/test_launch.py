@@ -1,0 +1,356 @@
+"""The launch workflow, run for real: launch.asl.json and tasks/ in the sandbox, started by the
+group's lifecycle events. Each test asserts where the ENIs ended up, what Auto Scaling decided
+and which states the execution went through."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import (
+    describe,
+    executions_for,
+    finish,
+    group_instances,
+    history_errors,
+    instance_state,
+    load_event,
+    path_of,
+    pool_enis_on,
+    start,
+    wait_until,
+)
+
+from enipin.sandbox import Sandbox
+
+Factory = Callable[..., Sandbox]
+
+
+def only_execution(sb: Sandbox, instance_id: str) -> dict[str, Any]:
+    runs = executions_for(sb, instance_id)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def in_service(sb: Sandbox) -> list[str]:
+    return [i for i, d in group_instances(sb).items() if d["LifecycleState"] == "InService"]
+
+
+def assert_pinned(sb: Sandbox, instance_id: str) -> dict[str, Any]:
+    enis = pool_enis_on(sb, instance_id)
+    assert len(enis) == 1, f"{instance_id} carries {len(enis)} pool ENIs"
+    eni = enis[0]
+    assert eni["Attachment"]["DeviceIndex"] == 1
+    assert eni["AvailabilityZone"] == group_instances(sb)[instance_id]["AvailabilityZone"]
+    return eni
+
+
+def assert_no_eni_doubled(sb: Sandbox) -> None:
+    enis = sb.client("ec2").describe_network_interfaces(
+        Filters=[{"Name": "tag:Type", "Values": ["Dedicated-ENI"]}]
+    )["NetworkInterfaces"]
+    owners = Counter(e["Attachment"]["InstanceId"] for e in enis if e.get("Attachment"))
+    assert all(n == 1 for n in owners.values()), owners
+
+
+@pytest.mark.parametrize(("flavour", "nic"), [("al2", "eth1"), ("al2023", "ens6")])
+def test_launch_pins_a_verified_eni_and_continues(sandbox: Factory, flavour: str, nic: str) -> None:
+    # GIVEN a group over two AZs with a pool in each
+    sb = sandbox(azs=2, pool_per_az=2, flavour=flavour)
+    # WHEN it launches one instance
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the instance is in service with one pool ENI from its own AZ, seen in the guest OS
+    (instance_id,) = in_service(sb)
+    eni = assert_pinned(sb, instance_id)
+    run = only_execution(sb, instance_id)
+    assert run["status"] == "SUCCEEDED"
+    output = json.loads(run["output"])
+    assert output == {
+        "instanceId": instance_id,
+        "availabilityZone": eni["AvailabilityZone"],
+        "eniId": eni["NetworkInterfaceId"],
+        "macAddress": eni["MacAddress"],
+        "privateIp": eni["PrivateIpAddress"],
+        "nicName": nic,
+        "lifecycleResult": "CONTINUE",
+        "attempts": {"racesLost": 0, "verificationRounds": 1},
+    }
+    assert path_of(sb, run["executionArn"]) == [
+        "ValidateEvent",
+        "IsLaunchToPin?",
+        "DescribeInstance",
+        "HasPoolEni?",
+        "FindFreeEni",
+        "IsEniFree?",
+        "AttachEni",
+        "IsEniAttached?",
+        "CheckAttachment",
+        "IsAttachmentReady?",
+        *path_of(sb, run["executionArn"])[10:-7],
+        "SendVerification",
+        "WaitForVerification",
+        "GetVerificationResult",
+        "IsNicVerified?",
+        "HasLifecycleAction?",
+        "CompleteLaunch",
+        "LaunchPinned",
+    ]
+
+
+def test_thirty_simultaneous_launches_over_three_azs_pin_thirty_enis(sandbox: Factory) -> None:
+    sb = sandbox(azs=3, pool_per_az=10, max_size=30)
+    sb.scale_out(30)
+    sb.settle()
+    serving = in_service(sb)
+    assert len(serving) == 30
+    for instance_id in serving:
+        assert_pinned(sb, instance_id)
+    assert_no_eni_doubled(sb)
+    statuses = Counter(e["status"] for e in sb.executions())
+    assert statuses == {"SUCCEEDED": 30}
+    # every ENI refused to one launch was a race another launch won: all 30 are in use
+    assert sb.ledger.by_operation(outcome="ok")["ec2.AttachNetworkInterface"] == 30
+
+
+def test_exhausted_pool_waits_then_abandons_without_touching_an_eni(sandbox: Factory) -> None:
+    # GIVEN one free ENI in us-east-1b and two launches there
+    sb = sandbox(
+        azs=2, pool_per_az=2, parameters={"PoolWaitSeconds": 200, "HookHeartbeatTimeout": 120}
+    )
+    ec2 = sb.client("ec2")
+    ec2.delete_network_interface(NetworkInterfaceId=sb.world.pool["us-east-1b"][0])
+    sb.scale_out(4)
+    # WHEN the pool stays empty past the wait
+    wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
+    failed = [describe(sb, e["executionArn"]) for e in sb.executions() if e["status"] == "FAILED"]
+    # THEN that launch waited (heartbeating), found nothing, and was abandoned with no ENI
+    run = failed[0]
+    assert run["error"] == "NoFreeEni"
+    path = path_of(sb, run["executionArn"])
+    assert "WaitForReleasedEni" in path
+    assert "HeartbeatWhilePoolIsEmpty" in path
+    assert path[-2:] == ["AbandonLaunch", "LaunchFailed"]
+    assert "AttachEni" not in path
+    abandoned = json.loads(run["input"])["detail"]["EC2InstanceId"]
+    assert pool_enis_on(sb, abandoned) == []
+    wait_until(lambda: instance_state(sb, abandoned) == "terminated", sb)
+    # and the other AZ's launches were pinned meanwhile
+    in_a = [i for i, d in group_instances(sb).items() if d["AvailabilityZone"] == "us-east-1a"]
+    for instance_id in in_a:
+        wait_until(lambda i=instance_id: i in in_service(sb), sb)
+        assert_pinned(sb, instance_id)
+    assert_no_eni_doubled(sb)
+
+
+def test_an_eni_released_during_the_wait_gets_used(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=0, parameters={"PoolWaitSeconds": 900})
+    sb.scale_out(1)
+    wait_until(lambda: bool(sb.executions()), sb)
+    arn = sb.executions()[0]["executionArn"]
+    wait_until(lambda: "WaitForReleasedEni" in path_of(sb, arn), sb)
+    # an operator (or a terminating instance) puts an ENI back into the pool
+    (added,) = sb.world.add_pool_enis(sb.world.subnets["us-east-1a"], 1)
+    run = finish(sb, arn)
+    assert run["status"] == "SUCCEEDED"
+    assert json.loads(run["output"])["eniId"] == added
+
+
+def test_lost_race_moves_to_another_eni(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=3)
+    ec2 = sb.client("ec2")
+    rival = ec2.run_instances(
+        ImageId=ec2.describe_images()["Images"][0]["ImageId"],
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=sb.world.subnets["us-east-1a"],
+    )["Instances"][0]["InstanceId"]
+
+    def rival_takes_it(params: dict[str, list[str]]) -> None:
+        # another launch attaches the very ENI this one is about to attach
+        ec2.attach_network_interface(
+            NetworkInterfaceId=params["NetworkInterfaceId"][0], InstanceId=rival, DeviceIndex=1
+        )
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", rival_takes_it)
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    eni = assert_pinned(sb, instance_id)
+    (taken,) = pool_enis_on(sb, rival)
+    assert taken["NetworkInterfaceId"] != eni["NetworkInterfaceId"]
+    run = only_execution(sb, instance_id)
+    assert json.loads(run["output"])["attempts"]["racesLost"] == 1
+    assert sb.ledger.by_operation(outcome="InvalidNetworkInterface.InUse") == {
+        "ec2.AttachNetworkInterface": 1
+    }
+
+
+def test_throttling_bursts_are_absorbed(sandbox: Factory) -> None:
+    sb = sandbox(azs=2, pool_per_az=3)
+    sb.ledger.throttle("ec2", "DescribeNetworkInterfaces", times=12)
+    sb.ledger.throttle("ec2", "AttachNetworkInterface", times=5)
+    sb.ledger.throttle("auto-scaling", "CompleteLifecycleAction", times=5)
+    sb.scale_out(4)
+    sb.settle()
+    assert len(in_service(sb)) == 4
+    for instance_id in in_service(sb):
+        assert_pinned(sb, instance_id)
+    throttled = sb.ledger.by_operation(outcome="RequestLimitExceeded")
+    assert throttled["ec2.DescribeNetworkInterfaces"] == 12
+    assert throttled["ec2.AttachNetworkInterface"] == 5
+    assert sb.ledger.by_operation(outcome="Throttling")["auto-scaling.CompleteLifecycleAction"] == 5
+
+
+def test_a_burst_beyond_the_sdk_retries_is_retried_by_the_state_machine(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=2)
+    sb.ledger.throttle("ec2", "AttachNetworkInterface", times=6)  # the SDK gives up after 4
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    assert_pinned(sb, instance_id)
+    run = only_execution(sb, instance_id)
+    assert "AwsThrottled" in history_errors(sb, run["executionArn"])
+    assert run["status"] == "SUCCEEDED"
+
+
+def test_slow_ssm_agent_is_waited_for_with_lifecycle_heartbeats(sandbox: Factory) -> None:
+    # the hook would expire after 60 s without heartbeats; the agent needs 400 s
+    sb = sandbox(
+        azs=1,
+        pool_per_az=1,
+        agent_delay=400,
+        parameters={"HookHeartbeatTimeout": 60, "PollSeconds": 10},
+    )
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    assert_pinned(sb, instance_id)
+    run = only_execution(sb, instance_id)
+    assert run["status"] == "SUCCEEDED"
+    path = path_of(sb, run["executionArn"])
+    assert path.count("HeartbeatWhileAgentStarts") >= 3
+    assert sb.ledger.by_operation(outcome="ok")["auto-scaling.RecordLifecycleActionHeartbeat"] >= 3
+
+
+def abandoned_run(sb: Sandbox) -> tuple[str, dict[str, Any]]:
+    wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
+    run = next(describe(sb, e["executionArn"]) for e in sb.executions() if e["status"] == "FAILED")
+    return json.loads(run["input"])["detail"]["EC2InstanceId"], run
+
+
+def assert_released_and_abandoned(sb: Sandbox, instance_id: str, run: dict[str, Any]) -> None:
+    assert path_of(sb, run["executionArn"])[-3:] == ["ReleaseEni", "AbandonLaunch", "LaunchFailed"]
+    assert pool_enis_on(sb, instance_id) == []
+    wait_until(lambda: instance_state(sb, instance_id) == "terminated", sb)
+
+
+def test_absent_ssm_agent_releases_the_eni_and_abandons(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1, parameters={"AgentWaitSeconds": 60})
+    sb.guests.set_default_faults(["agent_absent"])
+    sb.scale_out(1)
+    instance_id, run = abandoned_run(sb)
+    assert run["error"] == "SsmAgentNotOnline"
+    assert_released_and_abandoned(sb, instance_id, run)
+
+
+def test_nic_left_down_is_remediated_then_verified(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1)
+    sb.guests.set_default_faults(["nic_down"])
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    assert_pinned(sb, instance_id)
+    run = only_execution(sb, instance_id)
+    assert "RemediateNic" in path_of(sb, run["executionArn"])
+    assert json.loads(run["output"])["attempts"]["verificationRounds"] == 2
+
+
+def test_ubuntu_hotplugged_nic_without_address_is_remediated(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1, flavour="ubuntu")
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    run = only_execution(sb, instance_id)
+    assert json.loads(run["output"])["nicName"] == "ens6"
+    assert "RemediateNic" in path_of(sb, run["executionArn"])
+
+
+def test_nic_never_appearing_releases_the_eni_and_abandons(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1)
+    sb.guests.set_default_faults(["nic_absent"])
+    sb.scale_out(1)
+    instance_id, run = abandoned_run(sb)
+    assert run["error"] == "NicNotVerified"
+    assert "NOT_FOUND" in run["cause"]
+    assert_released_and_abandoned(sb, instance_id, run)
+
+
+def test_duplicated_event_gives_one_attachment_and_one_continue(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=3)
+    sb.autoscaling.duplicate_next(1)
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    assert_pinned(sb, instance_id)
+    runs = executions_for(sb, instance_id)
+    assert [r["status"] for r in runs] == ["SUCCEEDED", "SUCCEEDED"]
+    ok = sb.ledger.by_operation(outcome="ok")
+    assert ok["ec2.AttachNetworkInterface"] == 1
+    assert ok["auto-scaling.CompleteLifecycleAction"] == 1
+
+
+def test_test_notification_is_ignored(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1)
+    run = finish(sb, start(sb, load_event("test-notification")))
+    assert run["status"] == "SUCCEEDED"
+    assert json.loads(run["output"])["action"] == "IGNORE"
+    assert "test notification" in json.loads(run["output"])["reason"]
+    assert path_of(sb, run["executionArn"]) == ["ValidateEvent", "IsLaunchToPin?", "EventIgnored"]
+    assert sb.ledger.by_operation() == {}
+
+
+def test_malformed_event_fails_with_a_named_error_and_touches_nothing(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1)
+    run = finish(sb, start(sb, load_event("malformed-lifecycle-action")))
+    assert run["status"] == "FAILED"
+    assert run["error"] == "InvalidLifecycleEvent"
+    assert "EC2InstanceId" in run["cause"]
+    assert path_of(sb, run["executionArn"]) == ["ValidateEvent", "EventRejected"]
+    assert sb.ledger.by_operation() == {}
+
+
+def test_event_of_a_foreign_group_is_ignored(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1)
+    event = load_event("launch-lifecycle-action", AutoScalingGroupName="someone-elses-group")
+    run = finish(sb, start(sb, event))
+    assert run["status"] == "SUCCEEDED"
+    assert "not managed here" in json.loads(run["output"])["reason"]
+    assert sb.ledger.by_operation() == {}
+
+
+def test_unknown_instance_fails_with_instance_not_found(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1)
+    run = finish(sb, start(sb, load_event("launch-lifecycle-action")))
+    assert run["status"] == "FAILED"
+    assert run["error"] == "InstanceNotFound"
+    assert sb.ledger.by_operation(outcome="ok")["ec2.AttachNetworkInterface"] == 0
+
+
+def test_replay_of_a_finished_launch_ends_cleanly(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=2)
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    first = only_execution(sb, instance_id)
+    # WHEN an operator replays the very same input after the action completed
+    replay = finish(sb, start(sb, json.loads(first["input"])))
+    # THEN it reuses the ENI and treats "No active Lifecycle Action" as done
+    assert replay["status"] == "SUCCEEDED"
+    assert json.loads(replay["output"])["eniId"] == json.loads(first["output"])["eniId"]
+    assert "FindFreeEni" not in path_of(sb, replay["executionArn"])
+    assert len(pool_enis_on(sb, instance_id)) == 1
+    assert group_instances(sb)[instance_id]["LifecycleState"] == "InService"
