@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from enipin.sandbox import Sandbox
 
 EVENTS = Path(__file__).parent / "events"
+# Unit tests import Task modules the way the Lambda runtime does: from the CodeUri, tasks/.
+sys.path.append(str(Path(__file__).parents[1] / "tasks"))
 
 
 def load_event(name: str, **detail: Any) -> dict[str, Any]:

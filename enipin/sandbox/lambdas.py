@@ -88,6 +88,7 @@ class LambdaRuntime:
         self._lock = threading.Lock()
         self._stdout: _RoutedStdout | None = None
         self._env: dict[str, str] = {}
+        self._loaded_dirs: set[str] = set()
 
     def register(self, function_name: str, code: FunctionCode) -> None:
         # The runtime's own variables come first, as on AWS (the Region, for the SDK).
@@ -136,7 +137,11 @@ class LambdaRuntime:
             if function_name not in self._handlers:
                 code = self.functions[function_name]
                 module_name, _, attr = code.handler.rpartition(".")
-                if str(code.code_dir) not in sys.path:
+                if str(code.code_dir) not in self._loaded_dirs:
+                    # a fresh process per deploy: nothing imported earlier from this code
+                    # (with another environment) may be reused
+                    self._forget(str(code.code_dir))
+                    self._loaded_dirs.add(str(code.code_dir))
                     sys.path.insert(0, str(code.code_dir))
                 module = importlib.import_module(module_name)
                 if not (module_name and hasattr(module, attr)):
@@ -158,12 +163,15 @@ class LambdaRuntime:
 
     def _unload(self) -> None:
         """Forget the imported handlers: the next sandbox deploys (and imports) afresh."""
-        dirs = {str(code.code_dir) for code in self.functions.values()}
-        for name, module in list(sys.modules.items()):
-            path = getattr(module, "__file__", None) or ""
-            if any(path.startswith(d + os.sep) for d in dirs):
-                del sys.modules[name]
+        for code_dir in {str(code.code_dir) for code in self.functions.values()}:
+            self._forget(code_dir)
         self._handlers.clear()
+
+    @staticmethod
+    def _forget(code_dir: str) -> None:
+        for name, module in list(sys.modules.items()):
+            if (getattr(module, "__file__", None) or "").startswith(code_dir + os.sep):
+                del sys.modules[name]
 
 
 def _error_document(exc: BaseException) -> dict[str, Any]:
