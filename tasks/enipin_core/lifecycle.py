@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -12,39 +13,29 @@ COMPLETED = "COMPLETED"
 ALREADY_FINISHED = "ALREADY_FINISHED"
 
 
-def _is_no_active_action(exc: ClientError) -> bool:
-    return error_code(exc) == "ValidationError" and "No active Lifecycle Action" in error_message(
-        exc
-    )
+def _on_action(call: Callable[..., Any], action: dict[str, Any], **extra: Any) -> str:
+    """Call ``call`` for the action; a replayed or duplicated execution finds it already done."""
+    try:
+        call(
+            AutoScalingGroupName=action["groupName"],
+            LifecycleHookName=action["hookName"],
+            LifecycleActionToken=action["token"],
+            InstanceId=action["instanceId"],
+            **extra,
+        )
+    except ClientError as exc:
+        if error_code(exc) == "ValidationError" and "No active Lifecycle Action" in error_message(
+            exc
+        ):
+            return ALREADY_FINISHED
+        raise
+    return COMPLETED
 
 
 def complete_action(autoscaling: Any, action: dict[str, Any], result: str) -> str:
-    """CONTINUE or ABANDON. A replayed or duplicated execution finds the action already done."""
-    try:
-        autoscaling.complete_lifecycle_action(
-            AutoScalingGroupName=action["groupName"],
-            LifecycleHookName=action["hookName"],
-            LifecycleActionToken=action["token"],
-            InstanceId=action["instanceId"],
-            LifecycleActionResult=result,
-        )
-    except ClientError as exc:
-        if _is_no_active_action(exc):
-            return ALREADY_FINISHED
-        raise
-    return COMPLETED
+    """CONTINUE or ABANDON."""
+    return _on_action(autoscaling.complete_lifecycle_action, action, LifecycleActionResult=result)
 
 
 def record_heartbeat(autoscaling: Any, action: dict[str, Any]) -> str:
-    try:
-        autoscaling.record_lifecycle_action_heartbeat(
-            AutoScalingGroupName=action["groupName"],
-            LifecycleHookName=action["hookName"],
-            LifecycleActionToken=action["token"],
-            InstanceId=action["instanceId"],
-        )
-    except ClientError as exc:
-        if _is_no_active_action(exc):
-            return ALREADY_FINISHED
-        raise
-    return COMPLETED
+    return _on_action(autoscaling.record_lifecycle_action_heartbeat, action)
