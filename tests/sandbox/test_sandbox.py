@@ -79,34 +79,36 @@ def copy_fixture(tmp_path: Path) -> Path:
     return target / "template.yaml"
 
 
-def test_a_handler_that_does_not_exist_fails_the_deploy(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mistake", "edit", "error", "message"),
+    [
+        (
+            "a handler that does not exist",
+            ("flaky.handler", "flaky.nope"),
+            ImportError,
+            r"Runtime\.HandlerNotFound",
+        ),
+        (
+            "a missing definition substitution",
+            ("FlakyFunctionArn:", "FlakyArn:"),
+            TemplateError,
+            "FlakyFunctionArn",
+        ),
+        (
+            "a Ref to a missing parameter",
+            ("!Ref Greeting", "!Ref Greetings"),
+            TemplateError,
+            "Greetings",
+        ),
+    ],
+)
+def test_a_template_mistake_fails_the_deploy_as_on_aws(
+    tmp_path: Path, mistake: str, edit: tuple[str, str], error: type[Exception], message: str
+) -> None:
     template = copy_fixture(tmp_path)
-    template.write_text(template.read_text().replace("flaky.handler", "flaky.no_such_handler"))
-    with (
-        pytest.raises(ImportError, match=r"Runtime\.HandlerNotFound"),
-        Sandbox(azs=1, pool_per_az=0, template=template),
-    ):
-        pass
-
-
-def test_a_missing_definition_substitution_fails_the_deploy(tmp_path: Path) -> None:
-    template = copy_fixture(tmp_path)
-    template.write_text(template.read_text().replace("FlakyFunctionArn:", "FlakyArn:"))
-    with (
-        pytest.raises(TemplateError, match="FlakyFunctionArn"),
-        Sandbox(azs=1, pool_per_az=0, template=template),
-    ):
-        pass
-
-
-def test_a_ref_to_a_missing_resource_fails_the_deploy(tmp_path: Path) -> None:
-    template = copy_fixture(tmp_path)
-    template.write_text(template.read_text().replace("!Ref Greeting", "!Ref Greetings"))
-    with (
-        pytest.raises(TemplateError, match="Greetings"),
-        Sandbox(azs=1, pool_per_az=0, template=template),
-    ):
-        pass
+    template.write_text(template.read_text().replace(*edit))
+    with pytest.raises(error, match=message), Sandbox(azs=1, pool_per_az=0, template=template):
+        pytest.fail(f"deployed despite {mistake}")
 
 
 def test_throttling_answers_with_aws_error_and_botocore_retries_through_it() -> None:
