@@ -6,7 +6,7 @@ import copy
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def instance_state(sb: Sandbox, instance_id: str) -> str:
 
 
 @pytest.fixture
-def sandbox() -> Callable[..., Sandbox]:
+def sandbox() -> Iterator[Callable[..., Sandbox]]:
     """Open sandboxes on demand; each closes at the end of the test."""
     opened: list[Sandbox] = []
 
@@ -114,6 +114,6 @@ def sandbox() -> Callable[..., Sandbox]:
         opened.append(sb)
         return sb
 
-    yield make  # type: ignore[misc]
+    yield make
     for sb in reversed(opened):
         sb.__exit__(None, None, None)

@@ -67,10 +67,6 @@ class Clock:
             self._cv.notify()
         return timer
 
-    def pending(self) -> int:
-        with self._cv:
-            return sum(1 for t in self._heap if not t.cancelled)
-
     def close(self) -> None:
         with self._cv:
             self._closed = True

@@ -49,9 +49,6 @@ class Stack:
     def arn(self, logical_id: str) -> str:
         return self.arns[logical_id]
 
-    def outputs(self) -> dict[str, str]:
-        return {k: v for k, v in self.physical.items()}
-
 
 class Deployer:
     def __init__(self, runtime: LambdaRuntime) -> None:

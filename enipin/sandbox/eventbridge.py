@@ -22,7 +22,6 @@ from moto.utilities.arns import parse_arn
 
 class EventBridgeTargets:
     def __init__(self) -> None:
-        self.delivered: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -55,8 +54,6 @@ class EventBridgeTargets:
             return False
         # moto keeps its own bookkeeping key on the event; AWS never delivers it
         event = {k: v for k, v in event.items() if k != "ingestion-time"}
-        with self._lock:
-            self.delivered.append((target["Arn"], event))
         if arn.service == "states":
             sfn_backend(arn.account, arn.region).start_execution(
                 target["Arn"], name=str(uuid.uuid4()), execution_input=json.dumps(event)

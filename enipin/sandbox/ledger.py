@@ -128,10 +128,6 @@ class Ledger:
         with self._lock:
             self._actors.setdefault((service, operation), []).append(actor)
 
-    def clear_throttling(self) -> None:
-        with self._lock:
-            self._rules.clear()
-
     def record_invocation(self, function_name: str) -> None:
         with self._lock:
             self.invocations[function_name] += 1

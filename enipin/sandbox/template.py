@@ -6,6 +6,7 @@ parameter or attribute fails here exactly as the deploy would.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -152,5 +153,5 @@ _FUNCTIONS: dict[str, Callable[[Resolver, Any], Any]] = {
     "Fn::Not": lambda r, a: not r.resolve(a[0]),
     "Fn::And": lambda r, a: all(r.resolve(x) for x in a),
     "Fn::Or": lambda r, a: any(r.resolve(x) for x in a),
-    "Fn::ToJsonString": lambda r, a: __import__("json").dumps(r.resolve(a)),
+    "Fn::ToJsonString": lambda r, a: json.dumps(r.resolve(a)),
 }

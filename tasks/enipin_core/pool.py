@@ -7,7 +7,7 @@ launches rarely collide, and a lost race simply moves on to the next candidate.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -175,7 +175,7 @@ def attach_first_free(
             continue
         attached = describe_eni(ec2, candidate.id) or candidate
         return AttachOutcome(
-            eni=_with_attachment(attached, resp["AttachmentId"]),
+            eni=replace(attached, attachment_id=resp["AttachmentId"]),
             attached_here=True,
             races_lost=races_lost,
         )
@@ -185,11 +185,6 @@ def attach_first_free(
 def _eni_still_free(ec2: Any, eni_id: str) -> bool:
     eni = describe_eni(ec2, eni_id)
     return eni is not None and eni.status == "available"
-
-
-def _with_attachment(eni: Eni, attachment_id: str) -> Eni:
-    data = eni.to_dict() | {"attachment_id": attachment_id}
-    return Eni(**data)
 
 
 def detach_if_still_on(ec2: Any, eni_id: str, instance_id: str, attachment_id: str | None) -> bool:

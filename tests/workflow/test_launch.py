@@ -79,7 +79,10 @@ def test_launch_pins_a_verified_eni_and_continues(sandbox: Factory, flavour: str
         "lifecycleResult": "CONTINUE",
         "attempts": {"racesLost": 0, "verificationRounds": 1},
     }
-    assert path_of(sb, run["executionArn"]) == [
+    path = path_of(sb, run["executionArn"])
+    head = path[:10]
+    loops, tail = path[10:-7], path[-7:]
+    assert head == [
         "ValidateEvent",
         "IsLaunchToPin?",
         "DescribeInstance",
@@ -90,7 +93,18 @@ def test_launch_pins_a_verified_eni_and_continues(sandbox: Factory, flavour: str
         "IsEniAttached?",
         "CheckAttachment",
         "IsAttachmentReady?",
-        *path_of(sb, run["executionArn"])[10:-7],
+    ]
+    # between attach and verification only the bounded attachment and agent loops may run
+    assert loops[-2:] == ["CheckSsmAgent", "IsSsmAgentOnline?"]
+    assert set(loops) <= {
+        "WaitForAttachment",
+        "CheckAttachment",
+        "IsAttachmentReady?",
+        "WaitForSsmAgent",
+        "CheckSsmAgent",
+        "IsSsmAgentOnline?",
+    }
+    assert tail == [
         "SendVerification",
         "WaitForVerification",
         "GetVerificationResult",
@@ -303,12 +317,25 @@ def test_duplicated_event_gives_one_attachment_and_one_continue(sandbox: Factory
     assert ok["auto-scaling.CompleteLifecycleAction"] == 1
 
 
-def test_test_notification_is_ignored(sandbox: Factory) -> None:
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (load_event("test-notification"), "test notification"),
+        (
+            load_event("launch-lifecycle-action", AutoScalingGroupName="someone-elses-group"),
+            "not managed here",
+        ),
+    ],
+    ids=["test-notification", "foreign-group"],
+)
+def test_an_event_that_is_not_ours_is_a_no_op(
+    sandbox: Factory, event: dict[str, Any], reason: str
+) -> None:
     sb = sandbox(azs=1, pool_per_az=1)
-    run = finish(sb, start(sb, load_event("test-notification")))
+    run = finish(sb, start(sb, event))
     assert run["status"] == "SUCCEEDED"
     assert json.loads(run["output"])["action"] == "IGNORE"
-    assert "test notification" in json.loads(run["output"])["reason"]
+    assert reason in json.loads(run["output"])["reason"]
     assert path_of(sb, run["executionArn"]) == ["ValidateEvent", "IsLaunchToPin?", "EventIgnored"]
     assert sb.ledger.by_operation() == {}
 
@@ -320,15 +347,6 @@ def test_malformed_event_fails_with_a_named_error_and_touches_nothing(sandbox: F
     assert run["error"] == "InvalidLifecycleEvent"
     assert "EC2InstanceId" in run["cause"]
     assert path_of(sb, run["executionArn"]) == ["ValidateEvent", "EventRejected"]
-    assert sb.ledger.by_operation() == {}
-
-
-def test_event_of_a_foreign_group_is_ignored(sandbox: Factory) -> None:
-    sb = sandbox(azs=1, pool_per_az=1)
-    event = load_event("launch-lifecycle-action", AutoScalingGroupName="someone-elses-group")
-    run = finish(sb, start(sb, event))
-    assert run["status"] == "SUCCEEDED"
-    assert "not managed here" in json.loads(run["output"])["reason"]
     assert sb.ledger.by_operation() == {}
 
 
