@@ -7,14 +7,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
-from enipin_core.errors import InstanceNotFound
-from enipin_core.pool import (
-    DeviceIndexTaken,
-    Eni,
-    Instance,
-    attach_first_free,
-    pool_enis_on,
-)
+from enipin_core.errors import DeviceIndexInUse
+from enipin_core.pool import Eni, Instance, attach_first_free, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
 
@@ -26,11 +20,11 @@ def attach(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     candidates = [Eni(**c) for c in state["candidates"]]
     try:
         outcome = attach_first_free(ec2, instance, candidates, settings.device_index)
-    except DeviceIndexTaken as exc:
+    except DeviceIndexInUse:
         # A concurrent run for the same instance may have won: then its ENI is ours too.
         existing = pool_enis_on(ec2, instance.id, settings.pool_tag_key, settings.pool_tag_value)
         if not existing:
-            raise InstanceNotFound(str(exc)) from exc
+            raise
         return {**state, "eni": existing[0].to_dict(), "attachedHere": False, "candidates": []}
     if outcome.races_lost:
         count("RacesLost", outcome.races_lost)

@@ -26,7 +26,7 @@ def decide(event: Any, settings: Settings, groups: frozenset[str]) -> dict[str, 
     action = LifecycleAction.from_event(event)
     if action.transition != LAUNCHING:
         return ignore(f"transition {action.transition} is not a launch", action.instance_id)
-    if groups and action.group_name not in groups:
+    if action.group_name not in groups:  # none configured: act on no group at all
         return ignore(f"group {action.group_name} is not managed here", action.instance_id)
     return {
         "action": "PIN",

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import threading
+import time
 import traceback
 import uuid
 import warnings
@@ -53,9 +54,10 @@ class _Context:
         self.aws_request_id = str(uuid.uuid4())
         self.log_group_name = f"/aws/lambda/{fn.function_name}"
         self.log_stream_name = self.aws_request_id
+        self._deadline = time.monotonic() + code.timeout_s
 
     def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+        return max(int((self._deadline - time.monotonic()) * 1000), 0)
 
 
 class _RoutedStdout(io.TextIOBase):

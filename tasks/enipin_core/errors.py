@@ -20,6 +20,10 @@ class NoFreeEni(EnipinError):
     """No pool ENI became free in the instance's AZ within the configured wait."""
 
 
+class DeviceIndexInUse(EnipinError):
+    """The instance already has a non-pool interface at the configured device index."""
+
+
 class AttachmentNotReady(EnipinError):
     """The ENI did not reach ``attached`` on the instance within the configured checks."""
 
@@ -48,6 +52,7 @@ ALL_ERRORS: tuple[type[EnipinError], ...] = (
     InvalidLifecycleEvent,
     InstanceNotFound,
     NoFreeEni,
+    DeviceIndexInUse,
     AttachmentNotReady,
     SsmAgentNotOnline,
     VerificationTimedOut,

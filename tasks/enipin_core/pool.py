@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from enipin_core.aws import error_code, error_message
-from enipin_core.errors import InstanceNotFound
+from enipin_core.errors import DeviceIndexInUse, InstanceNotFound
 
 # Codes EC2 gives when the chosen ENI is no longer free (or not attachable to this instance).
 TAKEN_CODES = frozenset(
@@ -148,10 +148,6 @@ class AttachOutcome:
     races_lost: int
 
 
-class DeviceIndexTaken(Exception):
-    """The instance already has a non-pool interface at the wanted device index."""
-
-
 def attach_first_free(
     ec2: Any, instance: Instance, candidates: list[Eni], device_index: int
 ) -> AttachOutcome:
@@ -167,15 +163,23 @@ def attach_first_free(
                 raise
             if _eni_still_free(ec2, candidate.id):
                 # EC2 refused the instance side (device index in use), not the ENI.
-                raise DeviceIndexTaken(
+                raise DeviceIndexInUse(
                     f"{instance.id} refused {candidate.id} at device index {device_index}: "
                     f"{error_message(exc)}"
                 ) from exc
             races_lost += 1
             continue
-        attached = describe_eni(ec2, candidate.id) or candidate
+        # CheckAttachment reads the attachment back; no second describe here
+        attached = replace(
+            candidate,
+            status="in-use",
+            attachment_id=resp["AttachmentId"],
+            attachment_status="attaching",
+            instance_id=instance.id,
+            device_index=device_index,
+        )
         return AttachOutcome(
-            eni=replace(attached, attachment_id=resp["AttachmentId"]),
+            eni=attached,
             attached_here=True,
             races_lost=races_lost,
         )

@@ -14,7 +14,7 @@ from enipin_core.errors import SsmAgentNotOnline
 VERIFIED = "VERIFIED"
 # Verdicts one remediation (link up, DHCP) or a second look may fix.
 FIXABLE = frozenset({"DOWN", "NO_ADDRESS", "NOT_FOUND"})
-_FINAL_STATUSES = frozenset({"Success", "Failed", "Cancelled", "TimedOut", "Cancelling"})
+_FINAL_STATUSES = frozenset({"Success", "Failed", "Cancelled", "TimedOut"})
 
 
 def agent_online(ssm: Any, instance_id: str) -> bool:

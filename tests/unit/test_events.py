@@ -48,3 +48,9 @@ def test_a_terminate_transition_is_not_a_launch() -> None:
     decision = decide(event, BASE, GROUPS)
     assert decision["action"] == "IGNORE"
     assert "not a launch" in decision["reason"]
+
+
+def test_with_no_managed_group_configured_no_event_is_acted_on() -> None:
+    decision = decide(load_event("launch-lifecycle-action"), BASE, frozenset())
+    assert decision["action"] == "IGNORE"
+    assert "not managed here" in decision["reason"]
