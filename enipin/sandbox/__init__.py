@@ -205,8 +205,19 @@ class Sandbox:
             if kind.endswith("StateMachine"):
                 for execution in self.executions(logical):
                     if execution["status"] == "RUNNING":
-                        sfn.stop_execution(executionArn=execution["executionArn"])
+                        _stop(sfn, execution["executionArn"])
         time.sleep(0.05)
+
+
+def _stop(sfn: Any, execution_arn: str, attempts: int = 50) -> None:
+    """moto cannot stop an execution whose worker has not set up yet: give it a moment."""
+    for _ in range(attempts - 1):
+        try:
+            sfn.stop_execution(executionArn=execution_arn)
+            return
+        except AttributeError:
+            time.sleep(0.02)
+    sfn.stop_execution(executionArn=execution_arn)
 
 
 def _quiet_engine_logs(stack: ExitStack) -> None:
