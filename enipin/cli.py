@@ -1,4 +1,4 @@
-"""The ``enipin`` command: the sandbox demo now; operator commands build on the same clients."""
+"""The ``enipin`` command: operator commands against a deployed stack, and the sandbox demo."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import time
 
 import click
 
+from enipin.deployment import DEFAULT_STACK, Target
+from enipin.executions_cli import executions
+from enipin.pool_cli import pool
 from enipin.report import PinReport, group_report
 
 COLUMNS = ("instance", "az", "eni", "mac", "nic", "lifecycle_state", "result")
@@ -15,8 +18,19 @@ COLUMNS = ("instance", "az", "eni", "mac", "nic", "lifecycle_state", "result")
 
 @click.group()
 @click.version_option(package_name="enipin")
-def main() -> None:
-    """Pin pooled ENIs to Auto Scaling instances (and inspect what happened)."""
+@click.option("--profile", envvar="AWS_PROFILE", help="AWS profile (default credentials chain).")
+@click.option("--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], help="AWS Region.")
+@click.option(
+    "--stack", default=DEFAULT_STACK, show_default=True, help="Name of the deployed enipin stack."
+)
+@click.pass_context
+def main(ctx: click.Context, profile: str | None, region: str | None, stack: str) -> None:
+    """Pin pooled ENIs to Auto Scaling instances, and inspect, replay and size what it does."""
+    ctx.obj = Target(profile=profile, region=region, stack=stack)
+
+
+main.add_command(executions)
+main.add_command(pool)
 
 
 @main.command()

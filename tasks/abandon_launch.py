@@ -1,4 +1,5 @@
-"""AbandonLaunch: give the instance up (ABANDON) so the group replaces it."""
+"""AbandonLaunch: give the launch up with the configured result (ABANDON: the group replaces
+the instance; CONTINUE: it serves without a pool ENI until a replay or repair pins it)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,22 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.lifecycle import complete_action
-from enipin_core.telemetry import logger, task_handler
+from enipin_core.settings import Settings
+from enipin_core.telemetry import count, logger, task_handler
 
 
 @named_aws_errors
 def abandon(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+    count("LaunchFailed")
     lifecycle = state.get("lifecycle")
-    if not lifecycle:  # a repair run has no action to abandon; the instance stays as it is
+    if not lifecycle:  # a replay or repair has no action to give up; the instance stays
         return {**state, "lifecycleResult": None}
-    outcome = complete_action(autoscaling, lifecycle, "ABANDON")
-    logger.warning("launch abandoned", extra={"outcome": outcome, "error": state.get("error")})
-    return {**state, "lifecycleResult": "ABANDON", "lifecycleOutcome": outcome}
+    result = Settings.from_dict(state["settings"]).launch_failure_result
+    outcome = complete_action(autoscaling, lifecycle, result)
+    logger.warning(
+        "launch given up", extra={"result": result, "outcome": outcome, "error": state.get("error")}
+    )
+    return {**state, "lifecycleResult": result, "lifecycleOutcome": outcome}
 
 
 @task_handler

@@ -7,14 +7,24 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
-from enipin_core.lifecycle import complete_action
-from enipin_core.telemetry import logger, task_handler
+from enipin_core.errors import InstanceTerminating
+from enipin_core.lifecycle import ALREADY_FINISHED, complete_action, lifecycle_state
+from enipin_core.telemetry import count, logger, task_handler
 
 
 @named_aws_errors
 def complete(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     outcome = complete_action(autoscaling, state["lifecycle"], "CONTINUE")
+    if outcome == ALREADY_FINISHED:
+        # A duplicate finished first (fine), or the instance was sent to termination while we
+        # verified: then the ENI must not stay on it.
+        where = lifecycle_state(autoscaling, state["instanceId"])
+        if where != "InService":
+            raise InstanceTerminating(
+                f"{state['instanceId']} is {where or 'gone'}: its launch action ended unfinished"
+            )
     logger.info("launch completed", extra={"outcome": outcome})
+    count("LaunchPinned")
     return {**state, "lifecycleResult": "CONTINUE", "lifecycleOutcome": outcome}
 
 

@@ -1,4 +1,8 @@
-"""DescribeInstance: where the instance runs, and whether it already carries a pool ENI."""
+"""DescribeInstance: where the instance runs, and whether it already carries a pool ENI.
+
+A replay (``enipin executions replay``) also asks Auto Scaling where the instance stands: a gone
+instance needs nothing, an in-service one is pinned without its long-finished action.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import InstanceNotFound
+from enipin_core.lifecycle import is_waiting, lifecycle_state
 from enipin_core.pool import describe_instance, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
@@ -16,8 +21,12 @@ GONE = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 
 
 @named_aws_errors
-def inspect(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
+def inspect(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
+    if state.get("replayOf"):
+        state = _replay_scope(ec2, autoscaling, state)
+        if "nothingToDo" in state:
+            return state
     instance = describe_instance(ec2, state["instanceId"])
     if instance.state in GONE:
         raise InstanceNotFound(f"{instance.id} is {instance.state}")
@@ -31,6 +40,21 @@ def inspect(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _replay_scope(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """What a replay may still do: complete a pending action, pin an in-service instance
+    without one, or nothing at all for an instance that has left."""
+    where = lifecycle_state(autoscaling, state["instanceId"])
+    if where is None or where.startswith("Terminat"):
+        reason = f"{state['instanceId']} is {where or 'no longer in the group'}"
+        logger.info("replay has nothing to do", extra={"reason": reason})
+        return {**state, "nothingToDo": reason}
+    if is_waiting(where, state["lifecycle"]["transition"]):
+        return state
+    # The action this replay came from is finished: pin and verify, complete nothing.
+    logger.info("replay pins without a lifecycle action", extra={"lifecycleState": where})
+    return {k: v for k, v in state.items() if k != "lifecycle"}
+
+
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return inspect(client("ec2"), event)
+    return inspect(client("ec2"), client("autoscaling"), event)

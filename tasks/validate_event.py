@@ -6,12 +6,15 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from enipin_core.events import LAUNCHING, LifecycleAction, is_test_notification
+from enipin_core.events import LAUNCHING, TERMINATING, LifecycleAction, is_test_notification
 from enipin_core.settings import Settings, managed_groups
 from enipin_core.telemetry import logger, task_handler
 
 SETTINGS = Settings.from_env()
 GROUPS = managed_groups()
+
+# What each workflow does for its transition; each state machine acts on its own word only.
+ACTIONS = {LAUNCHING: "PIN", TERMINATING: "RELEASE"}
 
 
 def ignore(reason: str, instance_id: str | None = None) -> dict[str, Any]:
@@ -20,20 +23,19 @@ def ignore(reason: str, instance_id: str | None = None) -> dict[str, Any]:
 
 
 def decide(event: Any, settings: Settings, groups: frozenset[str]) -> dict[str, Any]:
-    """PIN for a launch of a managed group; IGNORE with a reason for what is not ours."""
+    """PIN a launch, RELEASE a termination of a managed group; IGNORE what is not ours."""
     if is_test_notification(event):
         return ignore("Auto Scaling test notification")
     action = LifecycleAction.from_event(event)
-    if action.transition != LAUNCHING:
-        return ignore(f"transition {action.transition} is not a launch", action.instance_id)
     if action.group_name not in groups:  # none configured: act on no group at all
         return ignore(f"group {action.group_name} is not managed here", action.instance_id)
     return {
-        "action": "PIN",
-        "reason": f"launch of {action.instance_id} in {action.group_name}",
+        "action": ACTIONS[action.transition],
+        "reason": f"{action.kind} of {action.instance_id} in {action.group_name}",
         "instanceId": action.instance_id,
         "lifecycle": action.to_dict(),
         "settings": action.settings(settings).to_dict(),
+        **({"replayOf": action.replay_of} if action.replay_of else {}),
         # fields the execution's output reads, whichever path it takes
         "racesLost": 0,
         "lifecycleResult": None,

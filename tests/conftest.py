@@ -6,6 +6,7 @@ import copy
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,12 @@ def history_errors(sb: Sandbox, execution_arn: str) -> list[str]:
     return [e["taskFailedEventDetails"]["error"] for e in events if "taskFailedEventDetails" in e]
 
 
-def executions_for(sb: Sandbox, instance_id: str) -> list[dict[str, Any]]:
-    """The launch executions whose input names ``instance_id``, oldest first."""
+def executions_for(
+    sb: Sandbox, instance_id: str, machine: str = "LaunchStateMachine"
+) -> list[dict[str, Any]]:
+    """The executions (launch by default) whose input names ``instance_id``, oldest first."""
     found = []
-    for execution in sb.executions():
+    for execution in sb.executions(machine):
         desc = describe(sb, execution["executionArn"])
         detail = json.loads(desc["input"]).get("detail", {})
         if detail.get("EC2InstanceId") == instance_id:
@@ -102,6 +105,28 @@ def pool_enis_on(sb: Sandbox, instance_id: str) -> list[dict[str, Any]]:
 def instance_state(sb: Sandbox, instance_id: str) -> str:
     reservations = sb.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
     return str(reservations[0]["Instances"][0]["State"]["Name"])
+
+
+def in_service(sb: Sandbox) -> list[str]:
+    return [i for i, d in group_instances(sb).items() if d["LifecycleState"] == "InService"]
+
+
+def assert_pinned(sb: Sandbox, instance_id: str) -> dict[str, Any]:
+    enis = pool_enis_on(sb, instance_id)
+    assert len(enis) == 1, f"{instance_id} carries {len(enis)} pool ENIs"
+    eni = enis[0]
+    assert eni["Attachment"]["DeviceIndex"] == 1
+    assert eni["AvailabilityZone"] == group_instances(sb)[instance_id]["AvailabilityZone"]
+    return eni
+
+
+def assert_no_eni_doubled(sb: Sandbox) -> None:
+    """No pool ENI shows on two instances, and none sits on a terminated instance."""
+    enis = sb.client("ec2").describe_network_interfaces(
+        Filters=[{"Name": "tag:Type", "Values": ["Dedicated-ENI"]}]
+    )["NetworkInterfaces"]
+    owners = Counter(e["Attachment"]["InstanceId"] for e in enis if e.get("Attachment"))
+    assert all(n == 1 for n in owners.values()), owners
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from enipin.sandbox.guest import GuestFleet
 from enipin.sandbox.lambdas import LambdaRuntime
 from enipin.sandbox.ledger import Ledger
 from enipin.sandbox.ssm import SsmFidelity
+from enipin.sandbox.stepfunctions import StepFunctionsFidelity
 from enipin.sandbox.template import load as load_template
 from enipin.sandbox.world import World, WorldSpec
 
@@ -114,6 +115,7 @@ class Sandbox:
             self.ledger,
             self.lambdas,
             AslClock(self.clock),
+            StepFunctionsFidelity(),
             self.events,
             self.ec2,
             self.autoscaling,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class Stack:
     physical: dict[str, str] = field(default_factory=dict)
     arns: dict[str, str] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
 
     def arn(self, logical_id: str) -> str:
         return self.arns[logical_id]
@@ -82,9 +84,28 @@ class Deployer:
                 if kind == "AWS::Serverless::Function":
                     props = _merge_globals(globals_fn, props)
                 create(stack, logical, resolver.resolve(props), resolver, role)
+        self._record(stack, resolver.resolve(template.get("Outputs", {})))
         return stack
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _record(self, stack: Stack, outputs: dict[str, Any]) -> None:
+        """Register the stack with CloudFormation, its parameters and resolved outputs, as
+        ``sam deploy`` leaves it: operator tools find the deployment by stack name."""
+        values = {k: v["Value"] for k, v in outputs.items()}
+        params = {k: ",".join(v) if isinstance(v, list) else v for k, v in stack.parameters.items()}
+        record = {
+            "Parameters": {k: {"Type": "String", "Default": v} for k, v in params.items()},
+            # CloudFormation needs one resource; the real ones were created above.
+            "Resources": {"Deployed": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+            "Outputs": {k: {"Value": str(v)} for k, v in values.items()},
+        }
+        with warnings.catch_warnings():  # moto notes it has no model for the placeholder
+            warnings.simplefilter("ignore", UserWarning)
+            self._session.client("cloudformation").create_stack(
+                StackName=stack.name, TemplateBody=json.dumps(record)
+            )
+        stack.outputs = {k: str(v) for k, v in values.items()}
 
     @staticmethod
     def _parameters(template: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

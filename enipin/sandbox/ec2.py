@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from typing import Any, Protocol
 from unittest.mock import patch
 
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.ec2 import utils as ec2_utils
 from moto.ec2.exceptions import (
     EC2ClientError,
@@ -170,9 +170,17 @@ class Ec2Fidelity:
         self._lock = threading.RLock()
         # Attachment id -> "attaching"/"detaching"; an attachment not listed is "attached".
         self._transitional: dict[str, str] = {}
+        # ENIs whose guest holds on to them: a graceful detach stays ``detaching`` until forced.
+        self._held: set[str] = set()
         # Pending world events, cancelled when the adaptation is uninstalled.
         self._timers: dict[int, _Handle] = {}
         self._timer_keys = itertools.count()
+
+    def hold_in_guest(self, eni_id: str) -> None:
+        """Fault: the guest keeps using ``eni_id``, so only ``Force=True`` detaches it (EC2
+        documents forced detach as the last resort for an instance that will not let go)."""
+        with self._lock:
+            self._held.add(eni_id)
 
     # -- installation -------------------------------------------------------------
 
@@ -195,6 +203,7 @@ class Ec2Fidelity:
             (Instance, "prep_nics", self._instance_prep_nics(Instance.prep_nics)),
             (ec2_utils, "passes_filter_dict", self._instance_filter(ec2_utils.passes_filter_dict)),
             (ElasticNetworkInterfaces, "describe_network_interfaces", self._describe_response()),
+            (ElasticNetworkInterfaces, "detach_network_interface", self._detach_response()),
             (
                 ElasticNetworkInterfaces,
                 "modify_network_interface_attribute",
@@ -211,8 +220,21 @@ class Ec2Fidelity:
         return attach_network_interface
 
     def _backend_detach(self) -> Callable[..., None]:
-        def detach_network_interface(backend: EC2Backend, attachment_id: str) -> None:
-            self._detach(backend, attachment_id)
+        def detach_network_interface(
+            backend: EC2Backend, attachment_id: str, force: bool = False
+        ) -> None:
+            self._detach(backend, attachment_id, force)
+
+        return detach_network_interface
+
+    def _detach_response(self) -> Callable[..., ActionResult]:
+        # moto's response drops the Force parameter; the backend needs it.
+        def detach_network_interface(response: ElasticNetworkInterfaces) -> ActionResult:
+            response.error_on_dryrun()
+            response.ec2_backend.detach_network_interface(
+                response._get_param("AttachmentId"), _as_bool(response._get_param("Force"))
+            )
+            return EmptyResult()
 
         return detach_network_interface
 
@@ -313,13 +335,17 @@ class Ec2Fidelity:
         if self._transitional.get(attachment_id) == "attaching":
             del self._transitional[attachment_id]
 
-    def _detach(self, backend: EC2Backend, attachment_id: str) -> None:
+    def _detach(self, backend: EC2Backend, attachment_id: str, force: bool = False) -> None:
         with self._lock:
             eni = _eni_by_attachment(backend, attachment_id)
             if eni.device_index == 0:
                 raise LastEniDetachError()
-            if self._transitional.get(attachment_id) == "detaching":
-                return  # already on its way out
+            held = eni.id in self._held and not force
+            if held or (self._transitional.get(attachment_id) == "detaching" and not force):
+                self._transitional[attachment_id] = "detaching"  # on its way out, or stuck
+                return
+            if force:
+                self._held.discard(eni.id)
             self._transition(
                 attachment_id,
                 "detaching",

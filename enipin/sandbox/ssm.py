@@ -199,6 +199,10 @@ class SsmFidelity:
             agent.last_ping = self._clock.now()
         return "Online"
 
+    def restart_agent(self, instance_id: str) -> None:
+        """What an operator does after fixing a broken agent: it registers again, as at boot."""
+        self._on_boot(instance_id, self._guests.boot_number(instance_id))
+
     def _on_boot(self, instance_id: str, boot: int) -> None:
         self._clock.call_later(self.agent_delay, partial(self._register, instance_id, boot))
 

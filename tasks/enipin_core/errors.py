@@ -40,6 +40,14 @@ class NicNotVerified(EnipinError):
     """The guest OS does not show the ENI's MAC up with its private IP, even after remediation."""
 
 
+class InstanceTerminating(EnipinError):
+    """The instance left the launch for termination before it could be put in service."""
+
+
+class EniStuckDetaching(EnipinError):
+    """A pool ENI did not come off the terminating instance, even with a forced detach."""
+
+
 class AwsThrottled(EnipinError):
     """AWS throttled the call beyond the SDK's own retries; the state machine backs off."""
 
@@ -57,6 +65,8 @@ ALL_ERRORS: tuple[type[EnipinError], ...] = (
     SsmAgentNotOnline,
     VerificationTimedOut,
     NicNotVerified,
+    InstanceTerminating,
+    EniStuckDetaching,
     AwsThrottled,
     AwsTransientError,
 )

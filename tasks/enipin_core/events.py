@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -16,6 +17,11 @@ from enipin_core.settings import Settings
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 TEST_NOTIFICATION = "autoscaling:TEST_NOTIFICATION"
+
+# Short transition names used in execution names and by the operator CLI.
+KINDS = {LAUNCHING: "launch", TERMINATING: "terminate"}
+EXECUTION_NAME_LIMIT = 80  # Step Functions' limit
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 # NotificationMetadata keys -> Settings fields
 _OVERRIDES = {
@@ -63,6 +69,7 @@ class LifecycleAction:
     origin: str | None
     destination: str | None
     metadata: dict[str, Any]
+    replay_of: str | None = None
 
     @classmethod
     def from_event(cls, event: Any) -> LifecycleAction:
@@ -79,7 +86,18 @@ class LifecycleAction:
             origin=detail.get("Origin"),
             destination=detail.get("Destination"),
             metadata=_parse_metadata(detail.get("NotificationMetadata")),
+            replay_of=(event.get("replay") or {}).get("of"),
         )
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.transition]
+
+    def execution_name(self) -> str:
+        """Deterministic: a duplicated event maps to the same execution, and the console lists
+        an instance's runs under its id."""
+        token = _NAME_UNSAFE.sub("", self.token)
+        return f"{self.instance_id}-{self.kind}-{token}"[:EXECUTION_NAME_LIMIT]
 
     def settings(self, base: Settings) -> Settings:
         return base.with_overrides({_OVERRIDES[k]: v for k, v in self.metadata.items()})

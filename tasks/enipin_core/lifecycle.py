@@ -39,3 +39,17 @@ def complete_action(autoscaling: Any, action: dict[str, Any], result: str) -> st
 
 def record_heartbeat(autoscaling: Any, action: dict[str, Any]) -> str:
     return _on_action(autoscaling.record_lifecycle_action_heartbeat, action)
+
+
+def lifecycle_state(autoscaling: Any, instance_id: str) -> str | None:
+    """Where Auto Scaling has the instance (``Pending:Wait``, ``InService``, …); None once it
+    has left the group."""
+    found = autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id])
+    instances = found["AutoScalingInstances"]
+    return str(instances[0]["LifecycleState"]) if instances else None
+
+
+def is_waiting(state: str | None, transition: str) -> bool:
+    """Is a lifecycle action of ``transition`` still holding the instance?"""
+    prefix = "Pending" if transition.endswith("LAUNCHING") else "Terminating"
+    return state == f"{prefix}:Wait"

@@ -207,3 +207,23 @@ def detach_if_still_on(ec2: Any, eni_id: str, instance_id: str, attachment_id: s
             return False
         raise
     return True
+
+
+def describe_enis(ec2: Any, eni_ids: list[str]) -> list[Eni]:
+    """The ENIs that still exist among ``eni_ids`` (a deleted one is simply absent)."""
+    if not eni_ids:
+        return []
+    return _describe_enis(ec2, [{"Name": "network-interface-id", "Values": eni_ids}])
+
+
+def detach(ec2: Any, eni: Eni, force: bool) -> bool:
+    """Ask EC2 to detach ``eni`` from where it is; False when it is no longer attached."""
+    if eni.attachment_id is None:
+        return False
+    try:
+        ec2.detach_network_interface(AttachmentId=eni.attachment_id, Force=force)
+    except ClientError as exc:
+        if error_code(exc) == "InvalidAttachmentID.NotFound":
+            return False
+        raise
+    return True

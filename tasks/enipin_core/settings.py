@@ -26,6 +26,9 @@ class Settings:
     heartbeat_timeout: int
     max_attach_candidates: int
     verify_document: str
+    launch_failure_result: str
+    detach_grace_seconds: int
+    detach_wait_seconds: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -41,6 +44,9 @@ class Settings:
             heartbeat_timeout=_env_int("HOOK_HEARTBEAT_TIMEOUT", 300),
             max_attach_candidates=_env_int("MAX_ATTACH_CANDIDATES", 5),
             verify_document=os.environ.get("VERIFY_DOCUMENT_NAME", "enipin-VerifyNic"),
+            launch_failure_result=os.environ.get("LAUNCH_FAILURE_RESULT", "ABANDON"),
+            detach_grace_seconds=_env_int("DETACH_GRACE_SECONDS", 30),
+            detach_wait_seconds=_env_int("DETACH_WAIT_SECONDS", 120),
         )
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:

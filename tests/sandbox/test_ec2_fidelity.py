@@ -36,6 +36,7 @@ class World:
     image_id: str
     subnet_a: str
     subnet_b: str
+    fidelity: Ec2Fidelity
 
     def run(self, count: int = 1, subnet: str | None = None) -> list[str]:
         reservation = self.ec2.run_instances(
@@ -73,9 +74,8 @@ def world(*, attach_delay: float = 0.0, release_delay: float = 0.0) -> Iterator[
             # moto's ~2,600 default AMIs cost a quarter second per test; one image is enough.
             stack.enter_context(patch.dict(os.environ, {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
             stack.enter_context(mock_aws())
-            Ec2Fidelity(clock, attach_delay=attach_delay, release_delay=release_delay).install(
-                stack
-            )
+            fidelity = Ec2Fidelity(clock, attach_delay=attach_delay, release_delay=release_delay)
+            fidelity.install(stack)
             ec2 = SESSION.client("ec2")
             image_id = ec2.register_image(Name="sandbox", RootDeviceName="/dev/xvda")["ImageId"]
             vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -83,7 +83,8 @@ def world(*, attach_delay: float = 0.0, release_delay: float = 0.0) -> Iterator[
                 ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=az)["Subnet"]
                 for cidr, az in (("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b"))
             ]
-            yield World(ec2, clock, image_id, subnets[0]["SubnetId"], subnets[1]["SubnetId"])
+            subnet_a, subnet_b = (s["SubnetId"] for s in subnets)
+            yield World(ec2, clock, image_id, subnet_a, subnet_b, fidelity)
     finally:
         clock.close()
 
@@ -378,6 +379,24 @@ def test_forced_detach_makes_the_eni_available() -> None:
 
         wait_until(lambda: w.eni(eni_id)["Status"] == "available")
         assert "Attachment" not in w.eni(eni_id)
+
+
+def test_a_detach_the_guest_holds_up_stays_detaching_until_it_is_forced() -> None:
+    # EC2: a graceful detach needs the instance to let go; Force is the documented last resort
+    with world(attach_delay=2.0) as w:
+        (instance_id,) = w.run()
+        eni_id = w.create_eni()
+        attachment_id = w.attach(eni_id, instance_id)
+        wait_until(lambda: w.attachment_status(eni_id) == "attached")
+        w.fidelity.hold_in_guest(eni_id)
+
+        w.ec2.detach_network_interface(AttachmentId=attachment_id)
+        time.sleep(FAST_SCALE * 20)  # ten times the detach delay
+
+        assert w.attachment_status(eni_id) == "detaching"
+        assert w.eni(eni_id)["Status"] == "in-use"
+        w.ec2.detach_network_interface(AttachmentId=attachment_id, Force=True)
+        wait_until(lambda: w.eni(eni_id)["Status"] == "available")
 
 
 def test_detaching_an_eni_that_is_not_attached_fails_with_invalid_attachment_id_not_found() -> None:

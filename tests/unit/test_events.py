@@ -9,6 +9,7 @@ from conftest import load_event
 from validate_event import decide
 
 from enipin_core.errors import InvalidLifecycleEvent
+from enipin_core.events import LifecycleAction
 from enipin_core.settings import Settings
 
 BASE = Settings.from_env()
@@ -41,13 +42,33 @@ def test_plain_text_metadata_carries_no_overrides() -> None:
     assert decide(event, BASE, GROUPS)["settings"] == BASE.to_dict()
 
 
-def test_a_terminate_transition_is_not_a_launch() -> None:
-    event = load_event(
-        "launch-lifecycle-action", LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING"
+def test_each_transition_gets_its_own_action_so_each_workflow_acts_on_its_own_only() -> None:
+    assert decide(load_event("launch-lifecycle-action"), BASE, GROUPS)["action"] == "PIN"
+    terminate = decide(load_event("terminate-lifecycle-action"), BASE, GROUPS)
+    assert terminate["action"] == "RELEASE"
+    assert terminate["lifecycle"]["transition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+
+
+def test_execution_names_are_deterministic_findable_by_instance_and_within_80_chars() -> None:
+    launch = LifecycleAction.from_event(load_event("launch-lifecycle-action"))
+    again = LifecycleAction.from_event(load_event("launch-lifecycle-action"))
+    terminate = LifecycleAction.from_event(load_event("terminate-lifecycle-action"))
+    assert launch.execution_name() == again.execution_name()
+    assert launch.execution_name() == (
+        "i-1234567890abcdef0-launch-87654321-4321-4321-4321-210987654321"
     )
-    decision = decide(event, BASE, GROUPS)
-    assert decision["action"] == "IGNORE"
-    assert "not a launch" in decision["reason"]
+    assert terminate.execution_name().startswith("i-1234567890abcdef0-terminate-")
+    longest = LifecycleAction.from_event(
+        load_event("terminate-lifecycle-action", EC2InstanceId="i-" + "f" * 17)
+    )
+    assert len(longest.execution_name()) <= 80
+
+
+def test_a_replay_marker_is_carried_into_the_decision() -> None:
+    event = load_event("launch-lifecycle-action")
+    event["replay"] = {"of": "arn:aws:states:us-east-1:123456789012:execution:m:n"}
+    assert decide(event, BASE, GROUPS)["replayOf"].endswith(":execution:m:n")
+    assert "replayOf" not in decide(load_event("launch-lifecycle-action"), BASE, GROUPS)
 
 
 def test_with_no_managed_group_configured_no_event_is_acted_on() -> None:

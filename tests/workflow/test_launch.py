@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 from conftest import (
+    assert_no_eni_doubled,
+    assert_pinned,
     describe,
     executions_for,
     finish,
     group_instances,
     history_errors,
+    in_service,
     instance_state,
     load_event,
     path_of,
@@ -33,27 +36,6 @@ def only_execution(sb: Sandbox, instance_id: str) -> dict[str, Any]:
     runs = executions_for(sb, instance_id)
     assert len(runs) == 1, runs
     return runs[0]
-
-
-def in_service(sb: Sandbox) -> list[str]:
-    return [i for i, d in group_instances(sb).items() if d["LifecycleState"] == "InService"]
-
-
-def assert_pinned(sb: Sandbox, instance_id: str) -> dict[str, Any]:
-    enis = pool_enis_on(sb, instance_id)
-    assert len(enis) == 1, f"{instance_id} carries {len(enis)} pool ENIs"
-    eni = enis[0]
-    assert eni["Attachment"]["DeviceIndex"] == 1
-    assert eni["AvailabilityZone"] == group_instances(sb)[instance_id]["AvailabilityZone"]
-    return eni
-
-
-def assert_no_eni_doubled(sb: Sandbox) -> None:
-    enis = sb.client("ec2").describe_network_interfaces(
-        Filters=[{"Name": "tag:Type", "Values": ["Dedicated-ENI"]}]
-    )["NetworkInterfaces"]
-    owners = Counter(e["Attachment"]["InstanceId"] for e in enis if e.get("Attachment"))
-    assert all(n == 1 for n in owners.values()), owners
 
 
 @pytest.mark.parametrize(("flavour", "nic"), [("al2", "eth1"), ("al2023", "ens6")])
@@ -148,7 +130,6 @@ def test_exhausted_pool_waits_then_abandons_without_touching_an_eni(sandbox: Fac
     assert "WaitForReleasedEni" in path
     assert "HeartbeatWhilePoolIsEmpty" in path
     assert path[-2:] == ["AbandonLaunch", "LaunchFailed"]
-    assert "AttachEni" not in path
     abandoned = json.loads(run["input"])["detail"]["EC2InstanceId"]
     assert pool_enis_on(sb, abandoned) == []
     wait_until(lambda: instance_state(sb, abandoned) == "terminated", sb)
@@ -158,6 +139,8 @@ def test_exhausted_pool_waits_then_abandons_without_touching_an_eni(sandbox: Fac
         wait_until(lambda i=instance_id: i in in_service(sb), sb)
         assert_pinned(sb, instance_id)
     assert_no_eni_doubled(sb)
+    # only the three pinned launches ever held an ENI (a lost race attaches nothing)
+    assert sb.ledger.by_operation(outcome="ok")["ec2.AttachNetworkInterface"] == 3
 
 
 def test_an_eni_released_during_the_wait_gets_used(sandbox: Factory) -> None:
@@ -303,15 +286,17 @@ def test_nic_never_appearing_releases_the_eni_and_abandons(sandbox: Factory) -> 
     assert_released_and_abandoned(sb, instance_id, run)
 
 
-def test_duplicated_event_gives_one_attachment_and_one_continue(sandbox: Factory) -> None:
+def test_duplicated_event_starts_one_named_execution(sandbox: Factory) -> None:
     sb = sandbox(azs=1, pool_per_az=3)
     sb.autoscaling.duplicate_next(1)
     sb.scale_out(1)
     sb.settle()
     (instance_id,) = in_service(sb)
     assert_pinned(sb, instance_id)
+    assert sb.ledger.invocations["enipin-DispatchEventFunction"] == 2  # both copies arrived
     runs = executions_for(sb, instance_id)
-    assert [r["status"] for r in runs] == ["SUCCEEDED", "SUCCEEDED"]
+    assert [r["status"] for r in runs] == ["SUCCEEDED"]
+    assert runs[0]["name"].startswith(f"{instance_id}-launch-")
     ok = sb.ledger.by_operation(outcome="ok")
     assert ok["ec2.AttachNetworkInterface"] == 1
     assert ok["auto-scaling.CompleteLifecycleAction"] == 1

@@ -1,0 +1,342 @@
+"""Reading the workflows' executions back for operators, and deciding how to replay one.
+
+Everything here reads live AWS state: Step Functions for what ran, Auto Scaling and EC2 for
+where the instance and its lifecycle action stand now.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from enipin.console import OperatorError, table
+from enipin.deployment import Deployment
+
+_INSTANCE_IN_NAME = re.compile(r"^(i-[0-9a-f]{8,17})-")
+FINAL_FAILURES = ("FAILED", "ABORTED", "TIMED_OUT")
+
+
+@dataclass(frozen=True)
+class Execution:
+    arn: str
+    name: str
+    transition: str
+    status: str
+    start: datetime
+    stop: datetime | None = None
+    instance: str | None = None
+    failed_state: str | None = None  # where the error came from
+    stopped_in: str | None = None  # where the run ended: a redrive resumes here
+    error: str | None = None
+    cause: str | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    redrive_status: str | None = None
+    redrive_count: int = 0
+
+    def row(self) -> dict[str, Any]:
+        keys = ("name", "instance", "transition", "status", "failed_state", "error", "start")
+        return {k: getattr(self, k) for k in keys}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Step:
+    state: str
+    kind: str
+    entered: datetime
+    seconds: float | None
+    outcome: str
+
+
+# -- finding executions ---------------------------------------------------------------------
+
+
+def list_executions(
+    dep: Deployment, status: str | None, since: timedelta | None
+) -> list[Execution]:
+    """Newest first, across both workflows; failures carry their failed state and error."""
+    sfn = dep.client("stepfunctions")
+    cutoff = datetime.now(UTC) - since if since else None
+    found: list[Execution] = []
+    for transition, machine in dep.state_machines().items():
+        kwargs: dict[str, Any] = {"stateMachineArn": machine}
+        if status:
+            kwargs["statusFilter"] = status
+        for page in sfn.get_paginator("list_executions").paginate(**kwargs):
+            for item in page["executions"]:
+                if cutoff and item["startDate"] < cutoff:
+                    continue
+                found.append(_summary(sfn, transition, item))
+    return sorted(found, key=lambda e: e.start, reverse=True)
+
+
+def _summary(sfn: Any, transition: str, item: dict[str, Any]) -> Execution:
+    match = _INSTANCE_IN_NAME.match(item["name"])
+    if match and item["status"] not in FINAL_FAILURES:
+        return Execution(
+            arn=item["executionArn"],
+            name=item["name"],
+            transition=transition,
+            status=item["status"],
+            start=item["startDate"],
+            stop=item.get("stopDate"),
+            instance=match.group(1),
+        )
+    return describe(sfn, item["executionArn"], transition)
+
+
+def describe(sfn: Any, arn: str, transition: str) -> Execution:
+    desc = sfn.describe_execution(executionArn=arn)
+    data = json.loads(desc.get("input") or "{}")
+    failed_state = stopped_in = None
+    if desc["status"] in FINAL_FAILURES:
+        failed_state, stopped_in = _failure_points(history(sfn, arn), desc.get("error"))
+    return Execution(
+        arn=arn,
+        name=desc["name"],
+        transition=transition,
+        status=desc["status"],
+        start=desc["startDate"],
+        stop=desc.get("stopDate"),
+        instance=(data.get("detail") or {}).get("EC2InstanceId"),
+        failed_state=failed_state,
+        stopped_in=stopped_in,
+        error=desc.get("error"),
+        cause=_readable_cause(desc.get("cause")),
+        input=data,
+        redrive_status=desc.get("redriveStatus"),
+        redrive_count=int(desc.get("redriveCount", 0)),
+    )
+
+
+def find(dep: Deployment, ref: str) -> Execution:
+    """An execution by ARN, or by name in either workflow."""
+    sfn = dep.client("stepfunctions")
+    machines = dep.state_machines()
+    if ref.startswith("arn:"):
+        machine_name = ref.split(":")[-2]
+        for transition, machine in machines.items():
+            if machine.split(":")[-1] == machine_name:
+                return _describe_or_none(sfn, ref, transition) or _unknown(ref)
+        raise OperatorError(f"{ref} is not an execution of stack {dep.stack}'s workflows")
+    for transition, machine in machines.items():
+        arn = machine.replace(":stateMachine:", ":execution:") + f":{ref}"
+        found = _describe_or_none(sfn, arn, transition)
+        if found:
+            return found
+    return _unknown(ref)
+
+
+def _describe_or_none(sfn: Any, arn: str, transition: str) -> Execution | None:
+    try:
+        return describe(sfn, arn, transition)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ExecutionDoesNotExist", "InvalidArn"):
+            return None
+        raise
+
+
+def _unknown(ref: str) -> Any:
+    raise OperatorError(f"execution {ref} not found in the launch or terminate workflow")
+
+
+# -- history ------------------------------------------------------------------------------
+
+
+def history(sfn: Any, arn: str) -> list[dict[str, Any]]:
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+    return [event for page in pages for event in page["events"]]
+
+
+def _failure_points(events: list[dict[str, Any]], error: str | None) -> tuple[str, str]:
+    """The state that raised the run's error (a Catch may have moved on to cleanup since),
+    and the state the run ended in: the last one entered and never exited."""
+    current = raised = None
+    exited: set[int] = set()
+    for event in events:
+        details = event.get("stateEnteredEventDetails")
+        if details:
+            current = str(details["name"])
+        failure = event.get("taskFailedEventDetails") or event.get(
+            "lambdaFunctionFailedEventDetails"
+        )
+        if failure and failure.get("error") == error:
+            raised = current
+        if "stateExitedEventDetails" in event:
+            exited.add(event["previousEventId"])
+    stopped_in = next(
+        (
+            str(e["stateEnteredEventDetails"]["name"])
+            for e in reversed(events)
+            if "stateEnteredEventDetails" in e and e["id"] not in exited
+        ),
+        "-",
+    )
+    return raised or stopped_in, stopped_in
+
+
+def path(sfn: Any, arn: str) -> list[Step]:
+    """Each state entered, in order, with how long it took and how it ended."""
+    events = history(sfn, arn)
+    steps: list[Step] = []
+    open_at: dict[str, tuple[int, datetime, str]] = {}
+    outcome: dict[int, str] = {}
+    exits: dict[int, datetime] = {}
+    for event in events:
+        kind = event["type"]
+        if kind.endswith("StateEntered"):
+            name = event["stateEnteredEventDetails"]["name"]
+            open_at[name] = (len(steps), event["timestamp"], kind.removesuffix("StateEntered"))
+            steps.append(
+                Step(name, kind.removesuffix("StateEntered"), event["timestamp"], None, "")
+            )
+        elif kind.endswith("StateExited"):
+            name = event["stateExitedEventDetails"]["name"]
+            index, _, _ = open_at.pop(name, (-1, event["timestamp"], ""))
+            if index >= 0:
+                exits[index] = event["timestamp"]
+        elif kind in ("TaskFailed", "LambdaFunctionFailed", "ExecutionFailed") and open_at:
+            last = max(i for i, _, _ in open_at.values())
+            detail: dict[str, Any] = next(
+                (v for k, v in event.items() if k.endswith("EventDetails")), {}
+            )
+            outcome[last] = f"failed: {detail.get('error', '?')}"
+    result = []
+    for i, step in enumerate(steps):
+        end = exits.get(i)
+        seconds = (end - step.entered).total_seconds() if end else None
+        result.append(
+            Step(
+                step.state,
+                step.kind,
+                step.entered,
+                seconds,
+                outcome.get(i, "ok" if end else "did not finish"),
+            )
+        )
+    return result
+
+
+def _readable_cause(cause: str | None) -> str | None:
+    """Lambda errors arrive as the runtime's JSON error document: keep its message."""
+    if not cause:
+        return cause
+    try:
+        doc = json.loads(cause)
+    except json.JSONDecodeError:
+        return cause
+    if isinstance(doc, dict) and "errorMessage" in doc:
+        return f"{doc.get('errorType', 'Error')}: {doc['errorMessage']}"
+    return cause
+
+
+# -- where the instance stands now -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standing:
+    instance: str
+    ec2_state: str | None
+    group: str | None
+    lifecycle_state: str | None
+    pool_enis: list[dict[str, str]]
+
+    def action_pending(self, transition: str) -> bool:
+        prefix = "Pending" if transition == "launch" else "Terminating"
+        return self.lifecycle_state == f"{prefix}:Wait"
+
+    @property
+    def gone(self) -> bool:
+        return self.ec2_state in (None, "shutting-down", "terminated") or (
+            self.lifecycle_state is None or self.lifecycle_state.startswith("Terminat")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def standing(dep: Deployment, instance_id: str) -> Standing:
+    ec2 = dep.client("ec2")
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as exc:
+        if "NotFound" not in exc.response.get("Error", {}).get("Code", ""):
+            raise
+        reservations = []
+    data = reservations[0]["Instances"][0] if reservations else None
+    asg = dep.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[instance_id])
+    membership = asg["AutoScalingInstances"][0] if asg["AutoScalingInstances"] else None
+    key, value = dep.pool_tag
+    enis = ec2.describe_network_interfaces(
+        Filters=[
+            {"Name": f"tag:{key}", "Values": [value]},
+            {"Name": "attachment.instance-id", "Values": [instance_id]},
+        ]
+    )["NetworkInterfaces"]
+    return Standing(
+        instance=instance_id,
+        ec2_state=data["State"]["Name"] if data else None,
+        group=membership["AutoScalingGroupName"] if membership else None,
+        lifecycle_state=membership["LifecycleState"] if membership else None,
+        pool_enis=[{"eni": e["NetworkInterfaceId"], "mac": e["MacAddress"]} for e in enis],
+    )
+
+
+# -- for people ----------------------------------------------------------------------------
+
+LIST_COLUMNS = ("name", "instance", "transition", "status", "failed_state", "error", "start")
+
+
+def render_show(execution: Execution, steps: list[Step], now: Standing | None) -> str:
+    lines = [
+        f"execution  {execution.name}",
+        f"workflow   {execution.transition}",
+        f"status     {execution.status}"
+        + (f" (redriven {execution.redrive_count}x)" if execution.redrive_count else ""),
+        f"started    {execution.start:%Y-%m-%d %H:%M:%S}",
+        "",
+        table(_compact(steps), ("state", "type", "times", "seconds", "outcome")),
+    ]
+    if execution.error or execution.failed_state:
+        lines += [
+            "",
+            f"failed in  {execution.failed_state or '-'}",
+            f"error      {execution.error or '-'}",
+            f"cause      {execution.cause or '-'}",
+        ]
+    if now is not None:
+        enis = ", ".join(f"{e['eni']} ({e['mac']})" for e in now.pool_enis) or "none"
+        pending = now.action_pending(execution.transition)
+        lines += [
+            "",
+            f"now        instance {now.instance} is {now.ec2_state or 'unknown to EC2'}, "
+            f"{now.lifecycle_state or 'not in any group'}",
+            f"           pool ENI: {enis}",
+            f"           {execution.transition} action: {'pending' if pending else 'not pending'}",
+        ]
+    return "\n".join(lines)
+
+
+def _compact(steps: list[Step]) -> list[dict[str, Any]]:
+    """One row per state in order of first entry: wait loops read as a count of times with their
+    total seconds, and the outcome of the last time through."""
+    rows: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        row = rows.setdefault(
+            step.state, {"state": step.state, "type": step.kind, "times": 0, "total": None}
+        )
+        row["times"] += 1
+        if step.seconds is not None:
+            row["total"] = (row["total"] or 0.0) + step.seconds
+        row["outcome"] = step.outcome
+    for row in rows.values():
+        total = row.pop("total")
+        row["seconds"] = f"{total:.1f}" if total is not None else None
+    return list(rows.values())

@@ -1,0 +1,132 @@
+"""Replaying executions: per execution, the decision the live state calls for, then doing it.
+
+- the lifecycle action still waits and the run can be redriven -> **redrive** (resume at the
+  state that failed, same input, same ARN);
+- the instance has left the group -> **skip** (nothing left to pin or release);
+- otherwise -> **replay**: a new execution with the original input marked as a replay; the
+  workflow completes the action if it still waits, or pins and verifies an in-service
+  instance without touching its long-finished action.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from enipin.console import OperatorError
+from enipin.deployment import Deployment
+from enipin.executions import Execution, Standing, standing
+
+REDRIVE = "redrive"
+REPLAY = "replay"
+SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Decision:
+    execution: Execution
+    action: str
+    reason: str
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "execution": self.execution.name,
+            "instance": self.execution.instance,
+            "transition": self.execution.transition,
+            "status": self.execution.status,
+            "decision": self.action,
+            "reason": self.reason,
+        }
+
+
+def decide(execution: Execution, now: Standing | None, fail_states: frozenset[str]) -> Decision:
+    def decision(action: str, reason: str) -> Decision:
+        return Decision(execution, action, reason)
+
+    if execution.status == "RUNNING":
+        return decision(SKIP, "still running")
+    if now is None:
+        return decision(SKIP, "its input is not a lifecycle action of an instance")
+    pending = now.action_pending(execution.transition)
+    redrivable = execution.redrive_status == "REDRIVABLE"
+    if pending and redrivable and execution.stopped_in not in fail_states:
+        return decision(REDRIVE, f"action still pending: resume at {execution.stopped_in}")
+    if now.gone:
+        where = now.ec2_state or "unknown to EC2"
+        return decision(SKIP, f"instance {where}, out of the group: nothing to replay")
+    if pending:
+        return decision(REPLAY, "action still pending, run not redrivable: a new run completes it")
+    if execution.transition == "terminate":
+        return decision(SKIP, f"instance is {now.lifecycle_state}: no termination to release")
+    if now.pool_enis:
+        return decision(REPLAY, f"{now.lifecycle_state} with {now.pool_enis[0]['eni']}: verify it")
+    return decision(
+        REPLAY, f"{now.lifecycle_state} without a pool ENI: pin and verify, complete nothing"
+    )
+
+
+def plan(dep: Deployment, executions: list[Execution]) -> list[Decision]:
+    sfn = dep.client("stepfunctions")
+    decisions = []
+    for execution in executions:
+        now = standing(dep, execution.instance) if execution.instance else None
+        machine = dep.state_machines()[execution.transition]
+        decisions.append(decide(execution, now, _fail_states(sfn, machine)))
+    return decisions
+
+
+def carry_out(dep: Deployment, decision: Decision) -> str | None:
+    """Redrive or start the replay; returns the ARN that now runs (None for a skip)."""
+    sfn = dep.client("stepfunctions")
+    execution = decision.execution
+    if decision.action == REDRIVE:
+        sfn.redrive_execution(executionArn=execution.arn)
+        return execution.arn
+    if decision.action != REPLAY:
+        return None
+    now = datetime.now(UTC)
+    name = f"{execution.instance}-{execution.transition}-replay-{now:%Y%m%dT%H%M%S}"
+    replay_input = {
+        **execution.input,
+        "replay": {"of": execution.arn, "requestedAt": now.isoformat()},
+    }
+    try:
+        started = sfn.start_execution(
+            stateMachineArn=dep.state_machines()[execution.transition],
+            name=name,
+            input=json.dumps(replay_input),
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
+            raise OperatorError(f"{name} already exists: replayed a moment ago?") from None
+        raise
+    return str(started["executionArn"])
+
+
+def still_relevant(executions: list[Execution], by: list[Execution]) -> list[Execution]:
+    """The failures that no later successful run for the same instance and transition
+    has made moot (``by`` lists every execution considered)."""
+    latest_success: dict[tuple[str | None, str], datetime] = {}
+    for e in by:
+        if e.status == "SUCCEEDED":
+            key = (e.instance, e.transition)
+            latest_success[key] = max(e.start, latest_success.get(key, e.start))
+    return [
+        e for e in executions if latest_success.get((e.instance, e.transition), e.start) <= e.start
+    ]
+
+
+@cache
+def _fail_states_of(definition: str) -> frozenset[str]:
+    states = json.loads(definition).get("States", {})
+    return frozenset(name for name, s in states.items() if s.get("Type") == "Fail")
+
+
+def _fail_states(sfn: Any, machine: str) -> frozenset[str]:
+    """Redriving a run that ended in a Fail state only re-enters that Fail state."""
+    return _fail_states_of(sfn.describe_state_machine(stateMachineArn=machine)["definition"])

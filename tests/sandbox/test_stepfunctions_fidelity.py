@@ -1,0 +1,299 @@
+"""Step Functions behaviour the sandbox restores on moto: RedriveExecution (resume at the
+unsuccessful step, same ARN, history continued), the redrive fields of DescribeExecution and
+ListExecutions, and execution names that stay unique under concurrent starts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import describe, finish, path_of, wait_until
+from moto.stepfunctions.models import StateMachine
+from moto.stepfunctions.responses import get_backend
+
+from enipin.sandbox import Sandbox
+from enipin.sandbox.base import ACCOUNT_ID, REGION
+
+TEMPLATE = Path(__file__).parent.parent / "fixtures" / "redrive" / "template.yaml"
+PREPARE = "enipin-PrepareFunction"
+COMMIT = "enipin-CommitFunction"
+FOREVER = 10**6  # a Wait that outlasts the test
+
+
+@dataclass
+class World:
+    """The redrive fixture deployed in a sandbox, and the switch that makes its Commit fail."""
+
+    sb: Sandbox
+    faults: Path  # a file named after a key makes Commit fail for that key
+
+    @property
+    def sfn(self) -> Any:
+        return self.sb.client("stepfunctions")
+
+    def start(self, key: str, *, verdict: str = "accept", pause: int = 0) -> str:
+        body = {"key": key, "verdict": verdict, "pause": pause}
+        return str(
+            self.sfn.start_execution(
+                stateMachineArn=self.sb.state_machine_arn("RedriveStateMachine"),
+                input=json.dumps(body),
+            )["executionArn"]
+        )
+
+    def history(self, arn: str) -> list[dict[str, Any]]:
+        return list(self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"])
+
+    def plant_fault(self, key: str) -> None:
+        (self.faults / key).touch()
+
+    def fix(self, key: str) -> None:
+        (self.faults / key).unlink()
+
+    def calls(self) -> tuple[int, int]:
+        return self.sb.ledger.invocations[PREPARE], self.sb.ledger.invocations[COMMIT]
+
+    def entered(self, arn: str, state: str) -> list[Any]:
+        """The inputs ``state`` was entered with, in order."""
+        return [
+            json.loads(e["stateEnteredEventDetails"]["input"])
+            for e in self.history(arn)
+            if e.get("stateEnteredEventDetails", {}).get("name") == state
+        ]
+
+    def stop(self, arn: str) -> dict[str, Any]:
+        self.sfn.stop_execution(executionArn=arn)
+        return finish(self.sb, arn)
+
+    def listed(self, arn: str) -> dict[str, Any]:
+        items = self.sb.executions("RedriveStateMachine")
+        return next(item for item in items if item["executionArn"] == arn)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    faults = tmp_path_factory.mktemp("faults")
+    parameters = {"FaultDir": str(faults)}
+    with Sandbox(azs=1, pool_per_az=0, template=TEMPLATE, parameters=parameters) as sb:
+        yield World(sb, faults)
+
+
+def not_redrivable(world: World, arn: str, reason: str) -> None:
+    desc = describe(world.sb, arn)
+    assert (desc["redriveStatus"], desc["redriveStatusReason"]) == ("NOT_REDRIVABLE", reason)
+    with pytest.raises(world.sfn.exceptions.ExecutionNotRedrivable, match=reason):
+        world.sfn.redrive_execution(executionArn=arn)
+
+
+def test_a_failed_execution_redriven_resumes_at_the_failed_task_with_its_input(
+    world: World,
+) -> None:
+    # GIVEN an execution that prepared, paused, chose, then failed uncaught in Commit
+    world.plant_fault("fail-1")
+    arn = world.start("fail-1")
+    first = finish(world.sb, arn)
+    assert (first["status"], first["error"]) == ("FAILED", "CommitFailed")
+    desc = describe(world.sb, arn)
+    assert (desc["redriveStatus"], desc["redriveCount"]) == ("REDRIVABLE", 0)
+    assert "redriveStatusReason" not in desc and "redriveDate" not in desc
+    before = world.history(arn)
+    prepared, committed = world.calls()
+
+    # WHEN the fault is fixed and the execution redriven
+    world.fix("fail-1")
+    redriven = world.sfn.redrive_execution(executionArn=arn)["redriveDate"]
+    done = finish(world.sb, arn)
+
+    # THEN it resumed at Commit, with the input Commit first had, under the same ARN
+    assert done["status"] == "SUCCEEDED" and "error" not in done
+    result = json.loads(done["output"])["committed"]
+    assert result == {"receipt": "fail-1:prepared-fail-1", "redriveCount": 1}
+    after = world.history(arn)
+    assert after[: len(before)] == before  # the first attempt's history is kept as it was
+    event = after[len(before)]
+    assert event["type"] == "ExecutionRedriven" and event["id"] == before[-1]["id"] + 1
+    assert event["executionRedrivenEventDetails"] == {"redriveCount": 1}
+    assert path_of(world.sb, arn) == ["Prepare", "Pause", "IsRejected?", "Commit", "Commit", "Done"]
+    first_input, again_input = world.entered(arn, "Commit")
+    assert again_input == first_input
+    assert world.calls() == (prepared, committed + 1)  # Prepare, already done, is not re-run
+    # the same execution, counted and dated, and no longer redrivable once it succeeded
+    desc = describe(world.sb, arn)
+    assert (desc["executionArn"], desc["redriveCount"]) == (arn, 1)
+    assert desc["redriveDate"] == redriven
+    assert desc["redriveStatusReason"] == "Execution is SUCCEEDED and cannot be redriven."
+    listed = world.listed(arn)
+    assert (listed["redriveCount"], listed["redriveDate"]) == (1, redriven)
+    assert [e["name"] for e in world.sb.executions("RedriveStateMachine")].count(done["name"]) == 1
+
+
+def test_an_aborted_execution_redriven_resumes_in_the_wait_it_was_stopped_in(
+    world: World,
+) -> None:
+    arn = world.start("abort-1", pause=100)  # 100 AWS seconds: 2 s on the fast clock
+    wait_until(lambda: "Pause" in path_of(world.sb, arn), world.sb)
+    assert world.stop(arn)["status"] == "ABORTED"
+    assert describe(world.sb, arn)["redriveStatus"] == "REDRIVABLE"
+
+    world.sfn.redrive_execution(executionArn=arn)
+    wait_until(lambda: len(world.entered(arn, "Pause")) == 2, world.sb)
+    assert describe(world.sb, arn)["status"] == "RUNNING"
+    assert path_of(world.sb, arn) == ["Prepare", "Pause", "Pause"]
+    # StopExecution reaches the redriven run too
+    assert world.stop(arn)["status"] == "ABORTED"
+
+    world.sfn.redrive_execution(executionArn=arn)
+    done = finish(world.sb, arn)
+    assert (done["status"], done["redriveCount"]) == ("SUCCEEDED", 2)
+    waits = world.entered(arn, "Pause")
+    assert len(waits) == 3 and waits[0] == waits[1] == waits[2]
+    assert path_of(world.sb, arn).count("Prepare") == 1
+
+
+def test_redrive_count_grows_with_each_redrive(world: World) -> None:
+    world.plant_fault("twice-1")
+    arn = world.start("twice-1")
+    finish(world.sb, arn)
+    world.sfn.redrive_execution(executionArn=arn)
+    again = finish(world.sb, arn)  # the fault is still there: it fails at Commit again
+    assert (again["status"], again["error"], again["redriveCount"]) == ("FAILED", "CommitFailed", 1)
+    assert again["redriveStatus"] == "REDRIVABLE"
+    world.fix("twice-1")
+    world.sfn.redrive_execution(executionArn=arn)
+    done = finish(world.sb, arn)
+    assert (done["status"], done["redriveCount"]) == ("SUCCEEDED", 2)
+    counts = [
+        e["executionRedrivenEventDetails"]["redriveCount"]
+        for e in world.history(arn)
+        if e["type"] == "ExecutionRedriven"
+    ]
+    assert counts == [1, 2]
+    assert path_of(world.sb, arn).count("Commit") == 3
+
+
+def test_an_execution_that_ended_in_a_fail_state_fails_there_again(world: World) -> None:
+    arn = world.start("reject-1", verdict="reject")
+    assert finish(world.sb, arn)["error"] == "Rejected"
+    prepared, _ = world.calls()
+    world.sfn.redrive_execution(executionArn=arn)
+    again = finish(world.sb, arn)
+    assert (again["status"], again["error"], again["redriveCount"]) == ("FAILED", "Rejected", 1)
+    assert path_of(world.sb, arn) == ["Prepare", "Pause", "IsRejected?", "Reject", "Reject"]
+    types = [e["type"] for e in world.history(arn)]
+    assert types[-3:] == ["ExecutionRedriven", "FailStateEntered", "ExecutionFailed"]
+    assert world.calls()[0] == prepared
+
+
+def test_a_succeeded_execution_is_not_redrivable(world: World) -> None:
+    arn = world.start("ok-1")
+    done = finish(world.sb, arn)
+    assert done["status"] == "SUCCEEDED"
+    assert json.loads(done["output"])["committed"]["redriveCount"] == 0  # $$.Execution
+    not_redrivable(world, arn, "Execution is SUCCEEDED and cannot be redriven.")
+    assert describe(world.sb, arn)["redriveCount"] == 0
+
+
+def test_a_running_execution_is_not_redrivable(world: World) -> None:
+    arn = world.start("running-1", pause=FOREVER)
+    wait_until(lambda: "Pause" in path_of(world.sb, arn), world.sb)
+    not_redrivable(world, arn, "Execution is RUNNING and cannot be redriven.")
+    world.stop(arn)
+
+
+def test_an_execution_is_not_redrivable_14_days_after_it_ended(world: World) -> None:
+    world.plant_fault("old-1")
+    arn = world.start("old-1")
+    finish(world.sb, arn)
+    # 15 days pass: the redrivable period counts from the execution's end
+    ended = get_backend(ACCOUNT_ID, REGION).describe_execution(arn)
+    assert ended.stop_date is not None
+    ended.stop_date -= dt.timedelta(days=15)
+    not_redrivable(world, arn, "Execution redrivable period exceeded.")
+
+
+def test_a_repeated_client_token_answers_the_first_redrive_without_redriving_again(
+    world: World,
+) -> None:
+    world.plant_fault("token-1")
+    arn = world.start("token-1")
+    finish(world.sb, arn)
+    first = world.sfn.redrive_execution(executionArn=arn, clientToken="token-1-a")
+    finish(world.sb, arn)
+    repeated = world.sfn.redrive_execution(executionArn=arn, clientToken="token-1-a")
+    assert repeated["redriveDate"] == first["redriveDate"]
+    assert describe(world.sb, arn)["redriveCount"] == 1
+    world.sfn.redrive_execution(executionArn=arn, clientToken="token-1-b")
+    assert finish(world.sb, arn)["redriveCount"] == 2
+
+
+def test_redriving_an_unknown_execution_is_execution_does_not_exist(world: World) -> None:
+    machine = world.sb.state_machine_arn("RedriveStateMachine")
+    missing = machine.replace(":stateMachine:", ":execution:") + ":no-such-run"
+    with pytest.raises(world.sfn.exceptions.ExecutionDoesNotExist):
+        world.sfn.redrive_execution(executionArn=missing)
+
+
+def test_concurrent_starts_with_one_name_make_one_execution(world: World) -> None:
+    # GIVEN 16 starts of one name at once, half with one input and half with another
+    machine = world.sb.state_machine_arn("RedriveStateMachine")
+    inputs = [
+        json.dumps({"key": f"race-{i % 2}", "verdict": "accept", "pause": FOREVER})
+        for i in range(16)
+    ]
+    outcomes: list[tuple[str, str]] = [("", "")] * 16
+    barrier = threading.Barrier(16)
+    sfn = world.sfn
+
+    def race(i: int) -> None:
+        barrier.wait()
+        try:
+            arn = sfn.start_execution(stateMachineArn=machine, name="race", input=inputs[i])
+            outcomes[i] = (inputs[i], arn["executionArn"])
+        except ClientError as error:
+            outcomes[i] = (inputs[i], error.response["Error"]["Code"])
+
+    # moto checks the name, then creates the execution: widen that gap, as a busy service
+    # would, so that an unserialized start loses the race every time rather than sometimes
+    check = StateMachine._handle_name_input_idempotency
+
+    def slow_check(state_machine: StateMachine, *args: Any) -> Any:
+        found = check(state_machine, *args)
+        time.sleep(0.01)
+        return found
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(16)]
+    with patch.object(StateMachine, "_handle_name_input_idempotency", slow_check):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    # THEN one execution; the same input got its ARN, the other ExecutionAlreadyExists
+    runs = [e for e in world.sb.executions("RedriveStateMachine") if e["name"] == "race"]
+    assert len(runs) == 1
+    arn = runs[0]["executionArn"]
+    winner = describe(world.sb, arn)["input"]
+    for given, outcome in outcomes:
+        same = json.loads(given) == json.loads(winner)
+        assert outcome == (arn if same else "ExecutionAlreadyExists")
+    # and once the run is over, even the same input cannot reuse the name
+    world.stop(arn)
+    with pytest.raises(sfn.exceptions.ExecutionAlreadyExists):
+        sfn.start_execution(stateMachineArn=machine, name="race", input=winner)
+
+
+def test_an_unnamed_start_is_named_with_a_uuid(world: World) -> None:
+    first, second = world.start("unnamed-1"), world.start("unnamed-1")
+    assert first != second
+    for arn in (first, second):
+        uuid.UUID(describe(world.sb, arn)["name"])
+        finish(world.sb, arn)
