@@ -78,7 +78,12 @@ def session(profile: str | None, region: str | None) -> boto3.session.Session:
         raise OperatorError(f"profile {profile!r} is not in your AWS config") from None
     if not sess.region_name:
         raise OperatorError("no AWS Region: pass --region or set AWS_REGION")
-    if sess.region_name not in sess.get_available_regions("stepfunctions"):
+    known = {
+        region
+        for partition in sess.get_available_partitions()
+        for region in sess.get_available_regions("stepfunctions", partition)
+    }
+    if sess.region_name not in known:
         raise OperatorError(f"unknown AWS Region {sess.region_name!r}")
     return sess
 

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
@@ -19,6 +19,7 @@ from enipin.deployment import Deployment
 
 _INSTANCE_IN_NAME = re.compile(r"^(i-[0-9a-f]{8,17})-")
 FINAL_FAILURES = ("FAILED", "ABORTED", "TIMED_OUT")
+STATUSES = ("RUNNING", "SUCCEEDED", *FINAL_FAILURES, "PENDING_REDRIVE")
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,21 @@ def list_executions(
         kwargs: dict[str, Any] = {"stateMachineArn": machine}
         if status:
             kwargs["statusFilter"] = status
-        for page in sfn.get_paginator("list_executions").paginate(**kwargs):
-            for item in page["executions"]:
-                if cutoff and item["startDate"] < cutoff:
-                    continue
-                found.append(_summary(sfn, transition, item))
+        found += _listed(sfn, transition, kwargs, cutoff)
     return sorted(found, key=lambda e: e.start, reverse=True)
+
+
+def _listed(
+    sfn: Any, transition: str, kwargs: dict[str, Any], cutoff: datetime | None
+) -> list[Execution]:
+    """Step Functions lists newest first: stop paging at the first run before the cutoff."""
+    found: list[Execution] = []
+    for page in sfn.get_paginator("list_executions").paginate(**kwargs):
+        for item in page["executions"]:
+            if cutoff and item["startDate"] < cutoff:
+                return found
+            found.append(_summary(sfn, transition, item))
+    return found
 
 
 def _summary(sfn: Any, transition: str, item: dict[str, Any]) -> Execution:
@@ -143,7 +153,7 @@ def _describe_or_none(sfn: Any, arn: str, transition: str) -> Execution | None:
         raise
 
 
-def _unknown(ref: str) -> Any:
+def _unknown(ref: str) -> NoReturn:
     raise OperatorError(f"execution {ref} not found in the launch or terminate workflow")
 
 
@@ -159,26 +169,21 @@ def _failure_points(events: list[dict[str, Any]], error: str | None) -> tuple[st
     """The state that raised the run's error (a Catch may have moved on to cleanup since),
     and the state the run ended in: the last one entered and never exited."""
     current = raised = None
-    exited: set[int] = set()
+    still_in: list[str] = []  # states entered and not yet exited, matched by name
     for event in events:
-        details = event.get("stateEnteredEventDetails")
-        if details:
-            current = str(details["name"])
+        entered = event.get("stateEnteredEventDetails")
+        if entered:
+            current = str(entered["name"])
+            still_in.append(current)
+        exited = event.get("stateExitedEventDetails")
+        if exited and exited["name"] in still_in:
+            still_in.remove(exited["name"])
         failure = event.get("taskFailedEventDetails") or event.get(
             "lambdaFunctionFailedEventDetails"
         )
         if failure and failure.get("error") == error:
             raised = current
-        if "stateExitedEventDetails" in event:
-            exited.add(event["previousEventId"])
-    stopped_in = next(
-        (
-            str(e["stateEnteredEventDetails"]["name"])
-            for e in reversed(events)
-            if "stateEnteredEventDetails" in e and e["id"] not in exited
-        ),
-        "-",
-    )
+    stopped_in = still_in[-1] if still_in else "-"
     return raised or stopped_in, stopped_in
 
 

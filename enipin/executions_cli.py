@@ -11,9 +11,8 @@ import click
 from enipin import executions as ex
 from enipin import replay as rp
 from enipin.console import OperatorError, progress, table, to_json
-from enipin.deployment import current, with_aws_errors
+from enipin.deployment import aws_errors, current, with_aws_errors
 
-STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -39,7 +38,7 @@ def executions() -> None:
 
 
 @executions.command("list")
-@click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
+@click.option("--status", type=click.Choice(ex.STATUSES), help="Only runs with this status.")
 @since_option
 @json_option
 @with_aws_errors
@@ -84,28 +83,42 @@ def show(ref: str, as_json: bool) -> None:
 @since_option
 @click.option("--dry-run", is_flag=True, help="Print each decision and its reason only.")
 @json_option
-@with_aws_errors
 def replay_(
     refs: tuple[str, ...], failed: bool, since: timedelta | None, dry_run: bool, as_json: bool
 ) -> None:
     """Redrive or re-run executions, as the live state of each instance calls for."""
+    with aws_errors():
+        _replay(refs, failed, since, dry_run, as_json)
+
+
+def _replay(
+    refs: tuple[str, ...], failed: bool, since: timedelta | None, dry_run: bool, as_json: bool
+) -> None:
     if bool(refs) == failed:
         raise OperatorError("name executions to replay, or pass --failed (not both)")
     dep = current()
     chosen = _failed_runs(dep, since) if failed else [ex.find(dep, r) for r in refs]
     decisions = rp.plan(dep, chosen)
     rows = [d.row() for d in decisions]
+    failures = 0
     if not dry_run:
         with progress(decisions, "replaying", len(decisions)) as bar:
             for decision, row in zip(bar, rows, strict=True):
-                row["running"] = rp.carry_out(dep, decision)
+                try:  # one run that cannot be replayed must not hide what the others did
+                    with aws_errors():
+                        row["running"] = rp.carry_out(dep, decision)
+                except OperatorError as exc:
+                    row["running"], row["error"] = None, exc.format_message()
+                    failures += 1
     if as_json:
         click.echo(to_json(rows))
     elif rows:
         columns = ["execution", "decision", "reason"] + ([] if dry_run else ["running"])
-        click.echo(table(rows, columns))
+        click.echo(table(rows, columns + (["error"] if failures else [])))
     else:
         click.echo("nothing to replay")
+    if failures:
+        raise OperatorError(f"{failures} of {len(rows)} replays failed (see the error column)")
 
 
 def _failed_runs(dep: Any, since: timedelta | None) -> list[ex.Execution]:

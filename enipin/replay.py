@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from enipin.console import OperatorError
 from enipin.deployment import Deployment
-from enipin.executions import Execution, Standing, standing
+from enipin.executions import Execution, Standing, list_executions, standing
 
 REDRIVE = "redrive"
 REPLAY = "replay"
@@ -48,19 +48,19 @@ def decide(execution: Execution, now: Standing | None, fail_states: frozenset[st
     def decision(action: str, reason: str) -> Decision:
         return Decision(execution, action, reason)
 
-    if execution.status == "RUNNING":
-        return decision(SKIP, "still running")
+    if execution.status in ("RUNNING", "PENDING_REDRIVE"):
+        return decision(SKIP, f"still {execution.status.lower().replace('_', ' ')}")
     if now is None:
         return decision(SKIP, "its input is not a lifecycle action of an instance")
     pending = now.action_pending(execution.transition)
     redrivable = execution.redrive_status == "REDRIVABLE"
     if pending and redrivable and execution.stopped_in not in fail_states:
         return decision(REDRIVE, f"action still pending: resume at {execution.stopped_in}")
+    if pending:
+        return decision(REPLAY, "action still pending, run not redrivable: a new run completes it")
     if now.gone:
         where = now.ec2_state or "unknown to EC2"
         return decision(SKIP, f"instance {where}, out of the group: nothing to replay")
-    if pending:
-        return decision(REPLAY, "action still pending, run not redrivable: a new run completes it")
     if execution.transition == "terminate":
         return decision(SKIP, f"instance is {now.lifecycle_state}: no termination to release")
     if now.pool_enis:
@@ -71,9 +71,19 @@ def decide(execution: Execution, now: Standing | None, fail_states: frozenset[st
 
 
 def plan(dep: Deployment, executions: list[Execution]) -> list[Decision]:
+    """One decision per instance and transition (the newest run asked for), and none while
+    another run for it is live: two runs pinning one instance would fight over it."""
     sfn = dep.client("stepfunctions")
-    decisions = []
-    for execution in executions:
+    live = {(e.instance, e.transition) for e in list_executions(dep, "RUNNING", None)}
+    decisions, seen = [], set()
+    for execution in sorted(executions, key=lambda e: e.start, reverse=True):
+        key = (execution.instance, execution.transition)
+        if key in seen:
+            continue
+        seen.add(key)
+        if key in live and execution.status != "RUNNING":
+            decisions.append(Decision(execution, SKIP, "another run for it is still running"))
+            continue
         now = standing(dep, execution.instance) if execution.instance else None
         machine = dep.state_machines()[execution.transition]
         decisions.append(decide(execution, now, _fail_states(sfn, machine)))
@@ -89,23 +99,30 @@ def carry_out(dep: Deployment, decision: Decision) -> str | None:
         return execution.arn
     if decision.action != REPLAY:
         return None
-    now = datetime.now(UTC)
-    name = f"{execution.instance}-{execution.transition}-replay-{now:%Y%m%dT%H%M%S}"
-    replay_input = {
-        **execution.input,
-        "replay": {"of": execution.arn, "requestedAt": now.isoformat()},
-    }
+    machine = dep.state_machines()[execution.transition]
+    name = replay_name(execution, _names(sfn, machine))
+    # No timestamp in the marker: two operators replaying at once send the same name and
+    # input, and Step Functions hands both the one run.
+    replay_input = {**execution.input, "replay": {"of": execution.arn}}
     try:
         started = sfn.start_execution(
-            stateMachineArn=dep.state_machines()[execution.transition],
-            name=name,
-            input=json.dumps(replay_input),
+            stateMachineArn=machine, name=name, input=json.dumps(replay_input)
         )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
-            raise OperatorError(f"{name} already exists: replayed a moment ago?") from None
+            raise OperatorError(f"{name} already exists: replayed by someone else?") from None
         raise
     return str(started["executionArn"])
+
+
+def replay_name(execution: Execution, taken: set[str]) -> str:
+    """``<instance>-<transition>-<token>-r<n>``: deterministic per lifecycle action and
+    attempt, so concurrent replays of one action collide instead of both running."""
+    detail = execution.input.get("detail") or {}
+    token = str(detail.get("LifecycleActionToken", ""))[:36]
+    prefix = f"{execution.instance}-{execution.transition}-{token}-r"
+    attempt = 1 + sum(1 for name in taken if name.startswith(prefix))
+    return f"{prefix}{attempt}"
 
 
 def still_relevant(executions: list[Execution], by: list[Execution]) -> list[Execution]:
@@ -119,6 +136,11 @@ def still_relevant(executions: list[Execution], by: list[Execution]) -> list[Exe
     return [
         e for e in executions if latest_success.get((e.instance, e.transition), e.start) <= e.start
     ]
+
+
+def _names(sfn: Any, machine: str) -> set[str]:
+    pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=machine)
+    return {e["name"] for page in pages for e in page["executions"]}
 
 
 @cache

@@ -15,12 +15,13 @@ from enipin_core.telemetry import count, logger, task_handler
 
 @named_aws_errors
 def abandon(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
-    count("LaunchFailed")
     lifecycle = state.get("lifecycle")
     if not lifecycle:  # a replay or repair has no action to give up; the instance stays
+        count("LaunchFailed")
         return {**state, "lifecycleResult": None}
     result = Settings.from_dict(state["settings"]).launch_failure_result
     outcome = complete_action(autoscaling, lifecycle, result)
+    count("LaunchFailed")  # after the call: a retried invocation does not count twice
     logger.warning(
         "launch given up", extra={"result": result, "outcome": outcome, "error": state.get("error")}
     )

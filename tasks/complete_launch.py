@@ -18,13 +18,15 @@ def complete(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     if outcome == ALREADY_FINISHED:
         # A duplicate finished first (fine), or the instance was sent to termination while we
         # verified: then the ENI must not stay on it.
+        # A retried call finds its own first attempt applied (Pending:Proceed, InService):
+        # only an instance on its way out loses the ENI.
         where = lifecycle_state(autoscaling, state["instanceId"])
-        if where != "InService":
+        if where is None or "Terminat" in where:
             raise InstanceTerminating(
                 f"{state['instanceId']} is {where or 'gone'}: its launch action ended unfinished"
             )
     logger.info("launch completed", extra={"outcome": outcome})
-    count("LaunchPinned")
+    count("LaunchPinned")  # after the call: a retried invocation does not count twice
     return {**state, "lifecycleResult": "CONTINUE", "lifecycleOutcome": outcome}
 
 

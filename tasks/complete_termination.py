@@ -17,9 +17,9 @@ from enipin_core.telemetry import count, logger, task_handler
 
 @named_aws_errors
 def complete(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
-    if state.get("error"):
-        count("ReleaseFailed")
     outcome = complete_action(autoscaling, state["lifecycle"], "CONTINUE")
+    if state.get("error"):
+        count("ReleaseFailed")  # after the call: a retried invocation does not count twice
     logger.info("termination continues", extra={"outcome": outcome, "error": state.get("error")})
     return {**state, "lifecycleResult": "CONTINUE", "lifecycleOutcome": outcome}
 

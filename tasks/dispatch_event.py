@@ -65,6 +65,6 @@ def _skipped(reason: str, name: str | None = None) -> dict[str, Any]:
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)  # no instance id carried into the next event
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dispatch(client("stepfunctions"), event, state_machines(), GROUPS)

@@ -121,12 +121,14 @@ def assert_pinned(sb: Sandbox, instance_id: str) -> dict[str, Any]:
 
 
 def assert_no_eni_doubled(sb: Sandbox) -> None:
-    """No pool ENI shows on two instances, and none sits on a terminated instance."""
+    """No instance carries two pool ENIs, and no pool ENI sits on a terminated instance."""
     enis = sb.client("ec2").describe_network_interfaces(
         Filters=[{"Name": "tag:Type", "Values": ["Dedicated-ENI"]}]
     )["NetworkInterfaces"]
     owners = Counter(e["Attachment"]["InstanceId"] for e in enis if e.get("Attachment"))
     assert all(n == 1 for n in owners.values()), owners
+    dead = [i for i in owners if instance_state(sb, i) == "terminated"]
+    assert not dead, f"pool ENIs left on terminated instances {dead}"
 
 
 @pytest.fixture

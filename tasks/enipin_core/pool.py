@@ -200,13 +200,7 @@ def detach_if_still_on(ec2: Any, eni_id: str, instance_id: str, attachment_id: s
         return False
     if eni.attachment_status in ("detaching", "detached"):
         return False
-    try:
-        ec2.detach_network_interface(AttachmentId=eni.attachment_id, Force=False)
-    except ClientError as exc:
-        if error_code(exc) == "InvalidAttachmentID.NotFound":
-            return False
-        raise
-    return True
+    return detach(ec2, eni, force=False)
 
 
 def describe_enis(ec2: Any, eni_ids: list[str]) -> list[Eni]:
@@ -227,3 +221,8 @@ def detach(ec2: Any, eni: Eni, force: bool) -> bool:
             return False
         raise
     return True
+
+
+def pool_enis(ec2: Any, tag_key: str, tag_value: str) -> list[Eni]:
+    """Every ENI of the pool, wherever it is."""
+    return _describe_enis(ec2, [_tag_filter(tag_key, tag_value)])

@@ -98,7 +98,8 @@ def test_operator_finds_a_failed_launch_reads_why_fixes_it_and_replays_it_to_pin
     assert instance_id in in_service(sb)
     replayed = [r for r in executions_for(sb, instance_id) if r["name"] != run["name"]]
     assert [r["status"] for r in replayed] == ["SUCCEEDED"]
-    assert "-launch-replay-" in replayed[0]["name"]
+    token = json.loads(run["input"])["detail"]["LifecycleActionToken"]
+    assert replayed[0]["name"] == f"{instance_id}-launch-{token}-r1"
     path = path_of(sb, replayed[0]["executionArn"])
     assert "GetVerificationResult" in path
     assert "CompleteLaunch" not in path
@@ -149,7 +150,7 @@ def test_a_failed_launch_whose_instance_is_gone_is_not_replayed(sandbox: Factory
     assert decision["decision"] == "skip"
     assert "terminated" in decision["reason"]
     assert decision["running"] is None
-    assert not any("-replay-" in e["name"] for e in sb.executions())
+    assert not any(e["name"].endswith("-r1") for e in sb.executions())
     assert describe(sb, run["executionArn"]).get("redriveCount", 0) == 0
     assert pool_enis_on(sb, instance_id) == []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from conftest import (
     assert_no_eni_doubled,
@@ -77,8 +78,8 @@ def test_scale_in_releases_the_enis_and_the_next_scale_out_reuses_the_same_macs(
     assert_no_eni_doubled(sb)
 
 
-def test_a_detach_the_guest_holds_up_is_forced_after_the_grace_period(sandbox: Factory) -> None:
-    sb = sandbox(azs=1, pool_per_az=1, release_delay=36_000, parameters={"DetachGraceSeconds": 20})
+def scale_in_a_guest_holding_its_eni(sb: Sandbox) -> tuple[str, str, dict[str, Any]]:
+    """One pinned instance whose guest will not let go of its ENI, scaled in; its run."""
     sb.scale_out(1)
     sb.settle()
     (instance_id,) = in_service(sb)
@@ -87,6 +88,12 @@ def test_a_detach_the_guest_holds_up_is_forced_after_the_grace_period(sandbox: F
     sb.scale_in(1)
     sb.settle()
     (run,) = executions_for(sb, instance_id, TERMINATE)
+    return instance_id, eni["NetworkInterfaceId"], run
+
+
+def test_a_detach_the_guest_holds_up_is_forced_after_the_grace_period(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1, release_delay=36_000, parameters={"DetachGraceSeconds": 20})
+    _, _, run = scale_in_a_guest_holding_its_eni(sb)
     assert run["status"] == "SUCCEEDED"
     path = path_of(sb, run["executionArn"])
     graceful, forced = path.index("DetachEnis"), path.index("ForceDetachEnis")
@@ -105,17 +112,10 @@ def test_a_failed_release_still_lets_the_termination_go_on_and_fails_with_a_name
         release_delay=60,
         parameters={"DetachGraceSeconds": 600, "DetachWaitSeconds": 30},
     )
-    sb.scale_out(1)
-    sb.settle()
-    (instance_id,) = in_service(sb)
-    (eni,) = pool_enis_on(sb, instance_id)
-    sb.ec2.hold_in_guest(eni["NetworkInterfaceId"])
-    sb.scale_in(1)
-    sb.settle()
-    (run,) = executions_for(sb, instance_id, TERMINATE)
+    instance_id, eni_id, run = scale_in_a_guest_holding_its_eni(sb)
     assert run["status"] == "FAILED"
     assert run["error"] == "EniStuckDetaching"
-    assert eni["NetworkInterfaceId"] in run["cause"]
+    assert eni_id in run["cause"]
     assert path_of(sb, run["executionArn"])[-2:] == [
         "ContinueTerminationAfterFailure",
         "ReleaseFailed",
