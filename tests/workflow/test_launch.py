@@ -357,3 +357,23 @@ def test_replay_of_a_finished_launch_ends_cleanly(sandbox: Factory) -> None:
     assert "FindFreeEni" not in path_of(sb, replay["executionArn"])
     assert len(pool_enis_on(sb, instance_id)) == 1
     assert group_instances(sb)[instance_id]["LifecycleState"] == "InService"
+
+
+def test_a_replay_for_an_instance_that_left_the_group_does_nothing(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=2, release_delay=0)
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    first = only_execution(sb, instance_id)
+    sb.scale_in(1)
+    sb.settle()
+    calls_before = sb.ledger.by_operation(outcome="ok")
+    # WHEN the launch is replayed (input marked as a replay) after the instance was terminated
+    event = json.loads(first["input"]) | {"replay": {"of": first["executionArn"]}}
+    run = finish(sb, start(sb, event))
+    # THEN the run ends cleanly without touching EC2 or the (long finished) action
+    assert run["status"] == "SUCCEEDED"
+    assert path_of(sb, run["executionArn"])[-2:] == ["HasPoolEni?", "ReplayNotNeeded"]
+    calls = sb.ledger.by_operation(outcome="ok")
+    for mutating in ("ec2.AttachNetworkInterface", "auto-scaling.CompleteLifecycleAction"):
+        assert calls[mutating] == calls_before[mutating]

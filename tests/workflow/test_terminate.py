@@ -179,6 +179,7 @@ def test_a_late_terminate_event_is_a_no_op(sandbox: Factory) -> None:
     sb.scale_in(1)
     sb.settle()
     (first,) = executions_for(sb, instance_id, TERMINATE)
+    detaches = sb.ledger.by_operation()["ec2.DetachNetworkInterface"]
     # the same event again, long after the action finished
     event = json.loads(first["input"])
     late = sb.client("stepfunctions").start_execution(
@@ -192,6 +193,7 @@ def test_a_late_terminate_event_is_a_no_op(sandbox: Factory) -> None:
         "CompleteTermination",
         "EnisReleased",
     ]
+    assert sb.ledger.by_operation()["ec2.DetachNetworkInterface"] == detaches
     assert pool_statuses(sb) == ["available"]
 
 
