@@ -11,6 +11,7 @@ import click
 from enipin.deployment import DEFAULT_STACK, Target
 from enipin.executions_cli import executions
 from enipin.pool_cli import pool
+from enipin.reconcile_cli import reconcile
 from enipin.report import PinReport, group_report
 
 COLUMNS = ("instance", "az", "eni", "mac", "nic", "lifecycle_state", "result")
@@ -31,6 +32,7 @@ def main(ctx: click.Context, profile: str | None, region: str | None, stack: str
 
 main.add_command(executions)
 main.add_command(pool)
+main.add_command(reconcile)
 
 
 @main.command()

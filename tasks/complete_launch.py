@@ -1,4 +1,5 @@
-"""CompleteLaunch: let the verified instance go into service (CONTINUE)."""
+"""CompleteLaunch: let the verified instance go into service, or an instance into the warm pool
+(CONTINUE)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ def complete(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
             raise InstanceTerminating(
                 f"{state['instanceId']} is {where or 'gone'}: its launch action ended unfinished"
             )
-    logger.info("launch completed", extra={"outcome": outcome})
-    count("LaunchPinned")  # after the call: a retried invocation does not count twice
+    logger.info("launch completed", extra={"outcome": outcome, "eni": state.get("eni")})
+    if state.get("eni"):  # an instance entering the warm pool without an ENI is no pin
+        count("LaunchPinned")  # after the call: a retried invocation does not count twice
     return {**state, "lifecycleResult": "CONTINUE", "lifecycleOutcome": outcome}
 
 

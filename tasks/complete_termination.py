@@ -17,6 +17,8 @@ from enipin_core.telemetry import count, logger, task_handler
 
 @named_aws_errors
 def complete(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+    if not state.get("lifecycle"):  # a replay or repair with no action waiting
+        return {**state, "lifecycleResult": None}
     outcome = complete_action(autoscaling, state["lifecycle"], "CONTINUE")
     if state.get("error"):
         count("ReleaseFailed")  # after the call: a retried invocation does not count twice

@@ -23,8 +23,8 @@ GONE = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 @named_aws_errors
 def inspect(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
-    if state.get("replayOf"):
-        state = _replay_scope(ec2, autoscaling, state)
+    if state.get("replayOf") or state.get("repair"):
+        state = _replay_scope(autoscaling, state)
         if "nothingToDo" in state:
             return state
     instance = describe_instance(ec2, state["instanceId"])
@@ -40,16 +40,19 @@ def inspect(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]
     return result
 
 
-def _replay_scope(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
-    """What a replay may still do: complete a pending action, pin an in-service instance
-    without one, or nothing at all for an instance that has left."""
+def _replay_scope(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """What a replay or repair may still do: complete a pending action, pin an in-service
+    instance without one, or nothing at all for an instance that has left (or not arrived)."""
     where = lifecycle_state(autoscaling, state["instanceId"])
     if where is None or where.startswith("Terminat"):
         reason = f"{state['instanceId']} is {where or 'no longer in the group'}"
         logger.info("replay has nothing to do", extra={"reason": reason})
         return {**state, "nothingToDo": reason}
-    if is_waiting(where, state["lifecycle"]["transition"]):
+    lifecycle = state.get("lifecycle")
+    if lifecycle and is_waiting(where, lifecycle["transition"]):
         return state
+    if where != "InService":
+        return {**state, "nothingToDo": f"{state['instanceId']} is {where}"}
     # The action this replay came from is finished: pin and verify, complete nothing.
     logger.info("replay pins without a lifecycle action", extra={"lifecycleState": where})
     return {k: v for k, v in state.items() if k != "lifecycle"}

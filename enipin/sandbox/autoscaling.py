@@ -18,7 +18,18 @@ those behaviours back on moto's own group and instance state:
   :meth:`~AutoScalingFidelity.duplicate_next` and
   :meth:`~AutoScalingFidelity.set_event_fault_rates` lose or repeat events on purpose;
 * hooks in ``LifecycleHookSpecificationList`` exist before the group's first launch, so they
-  hold its first instances; a hook put later only holds instances launched after it.
+  hold its first instances; a hook put later only holds instances launched after it;
+* a warm pool (``PutWarmPool``) keeps max(MinSize, (MaxGroupPreparedCapacity or MaxSize) -
+  desired) pre-initialised instances beside the group, AZ-balanced among themselves, outside
+  the group's ``Instances`` and its capacity. They launch ``Warmed:Pending`` (held in
+  ``Warmed:Pending:Wait`` by launch hooks, event ``EC2`` -> ``WarmPool``), then are stopped
+  (``Warmed:Stopped``; ``Warmed:Running``/``Warmed:Hibernated`` per ``PoolState``). Scale-out
+  starts ready warm instances first (``Pending:Wait``, ``WarmPool`` -> ``AutoScalingGroup``)
+  and launches directly once none is ready; scale-in with ``ReuseOnScaleIn`` sends the
+  instance back (terminate hooks hold it in ``Warmed:Pending:Wait``, ``AutoScalingGroup`` ->
+  ``WarmPool``), and a shrinking or deleted pool terminates warm instances (terminate hooks
+  hold them in ``Warmed:Terminating:Wait``, ``WarmPool`` -> ``EC2``). ``DescribeWarmPool``
+  and ``DescribeAutoScalingInstances`` list them.
 
 Instances leave through the EC2 backend's ``terminate_instances`` so EC2-side adaptations
 (ENI release) run. Timers go through the sandbox :class:`Clock` and re-check live state.
@@ -26,6 +37,7 @@ Instances leave through the EC2 backend's ``terminate_instances`` so EC2-side ad
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import threading
@@ -61,14 +73,26 @@ CONTINUE = "CONTINUE"
 ABANDON = "ABANDON"
 MAX_GLOBAL_TIMEOUT = 48 * 3600  # seconds; the global timeout is also capped at 100 heartbeats
 
-# States that count toward desired capacity; Terminating:* and Standby do not.
-_CAPACITY_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed", "InService"})
+# Where an instance comes from and goes to: the events' Origin and Destination.
+EC2 = "EC2"
+GROUP = "AutoScalingGroup"
+WARM_POOL = "WarmPool"
 
-# detail-type, Origin, Destination per transition (Auto Scaling event reference).
-_EVENT_SHAPE = {
-    LAUNCHING: ("EC2 Instance-launch Lifecycle Action", "EC2", "AutoScalingGroup"),
-    TERMINATING: ("EC2 Instance-terminate Lifecycle Action", "AutoScalingGroup", "EC2"),
+# States that count toward desired capacity; Terminating:*, Standby and Warmed:* do not.
+_CAPACITY_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed", "InService"})
+# Warm instances done initialising, ready to be started into the group.
+_WARM_READY = frozenset({"Warmed:Stopped", "Warmed:Running", "Warmed:Hibernated"})
+_WARM_LEAVING = "Warmed:Terminating"  # prefix of the states of warm instances on their way out
+_PENDING_DELETE = "PendingDelete"
+_MAX_WARM_RECORDS = 50  # DescribeWarmPool's MaxRecords ceiling
+
+# detail-type per transition (Auto Scaling event reference).
+_DETAIL_TYPE = {
+    LAUNCHING: "EC2 Instance-launch Lifecycle Action",
+    TERMINATING: "EC2 Instance-terminate Lifecycle Action",
 }
+# (Origin, Destination) of an instance that neither leaves nor enters a warm pool.
+_DIRECT_ROUTE = {LAUNCHING: (EC2, GROUP), TERMINATING: (GROUP, EC2)}
 
 # moto's envelope for targets without an InputTransformer leaves out "account", which
 # every AWS event carries.
@@ -109,6 +133,8 @@ class _Action:
     started: float  # clock.monotonic() AWS seconds
     deadline: float
     global_deadline: float
+    origin: str
+    destination: str
     timer: _Cancellable | None = None
 
     @property
@@ -173,8 +199,12 @@ class AutoScalingFidelity:
     * ``set_event_fault_rates(drop=0.0, duplicate=0.0, seed=0, delay=0.0)``: from then on each
       event not covered by a ``*_next`` rule is lost or doubled at random (seeded).
 
-    Read-back: ``pending_actions()`` lists the actions still waiting, ``settled()`` says
-    whether nothing is pending or scheduled, ``event_log()`` records each event's fate.
+    Read-back: ``pending_actions()`` lists the actions still waiting (with the Origin and
+    Destination their events carry), ``settled()`` says whether nothing is pending or
+    scheduled, ``event_log()`` records each event's fate.
+
+    Warm pools are driven through the Auto Scaling API itself (``put_warm_pool``,
+    ``describe_warm_pool``, ``delete_warm_pool``, scaling); there is no extra helper.
     """
 
     def __init__(self, clock: Clock, *, replacement_backoff: float = 10.0) -> None:
@@ -193,7 +223,8 @@ class AutoScalingFidelity:
 
     def install(self, stack: ExitStack) -> None:
         self._closed = False
-        for owner, name, replacement in self._model_patches() + self._response_patches():
+        patches = self._model_patches() + self._response_patches() + self._warm_pool_patches()
+        for owner, name, replacement in patches:
             present = hasattr(owner, name)
             stack.enter_context(patch.object(owner, name, replacement, create=not present))
         stack.enter_context(
@@ -229,6 +260,8 @@ class AutoScalingFidelity:
                     "hook_name": a.hook_name,
                     "instance_id": a.instance_id,
                     "transition": a.transition,
+                    "origin": a.origin,
+                    "destination": a.destination,
                     "started": a.started,
                     "deadline": a.deadline,
                     "global_deadline": a.global_deadline,
@@ -335,6 +368,53 @@ class AutoScalingFidelity:
             ),
         ]
 
+    def _warm_pool_patches(self) -> list[tuple[type, str, Any]]:
+        fid = self
+        update_group = FakeAutoScalingGroup.update
+        put_pool = AutoScalingBackend.put_warm_pool
+        describe_instances = AutoScalingBackend.describe_auto_scaling_instances
+
+        def update(group: FakeAutoScalingGroup, *args: Any, **kwargs: Any) -> None:
+            with fid._lock:  # a new MaxSize resizes the warm pool even when desired stays
+                update_group(group, *args, **kwargs)
+                fid._reconcile_warm_pool(group)
+
+        def put_warm_pool(backend: AutoScalingBackend, group_name: str, **kwargs: Any) -> None:
+            with fid._lock:
+                put_pool(backend, group_name, **kwargs)
+                fid._reconcile_warm_pool(backend.autoscaling_groups[group_name])
+
+        def describe_auto_scaling_instances(
+            backend: AutoScalingBackend, instance_ids: list[str]
+        ) -> list[InstanceState]:
+            with fid._lock:  # warm instances are listed too, in their Warmed:* states
+                found = describe_instances(backend, instance_ids)
+                for group in backend.autoscaling_groups.values():
+                    found += [
+                        s for s in _warm(group) if not instance_ids or s.instance.id in instance_ids
+                    ]
+                return found
+
+        def describe_warm_pool(response: AutoScalingResponse) -> ActionResult:
+            return fid._describe_warm_pool(response)
+
+        def delete_warm_pool(response: AutoScalingResponse) -> ActionResult:
+            fid._delete_warm_pool(response)
+            return EmptyResult()
+
+        return [
+            (FakeAutoScalingGroup, "update", update),
+            (FakeAutoScalingGroup, "warm_pool_size", property(_warm_pool_size)),
+            (AutoScalingBackend, "put_warm_pool", put_warm_pool),
+            (
+                AutoScalingBackend,
+                "describe_auto_scaling_instances",
+                describe_auto_scaling_instances,
+            ),
+            (AutoScalingResponse, "describe_warm_pool", describe_warm_pool),
+            (AutoScalingResponse, "delete_warm_pool", delete_warm_pool),
+        ]
+
     def _shutdown(self) -> None:
         with self._lock:
             self._closed = True
@@ -424,6 +504,7 @@ class AutoScalingFidelity:
                 group.replace_autoscaling_group_instances(delta, group.get_propagated_tags())
             elif delta < 0:
                 self._scale_in(group, -delta)
+            self._reconcile_warm_pool(group)
             _refresh_load_balancers(group)
 
     def _launch(self, group: FakeAutoScalingGroup, count: int, tags: dict[str, str]) -> None:
@@ -431,7 +512,11 @@ class AutoScalingFidelity:
             tags = {**tags, ASG_NAME_TAG: group.name, **group.instance_tags}
             hooks = _hooks(group, LAUNCHING)
             for _ in range(count):
-                zone, subnet_id = _next_placement(group)
+                warm = _ready_warm_instance(group)
+                if warm is not None:  # a warm start; a cold one only when none is ready
+                    self._start_from_warm_pool(group, warm, hooks)
+                    continue
+                zone, subnet_id = _next_placement(group, _capacity_states(group))
                 instance = _run_instance(group, zone, subnet_id, tags)
                 instance.autoscaling_group = group  # type: ignore[attr-defined]
                 group.instance_states.append(
@@ -447,6 +532,9 @@ class AutoScalingFidelity:
         victims = _choose_victims(group, count)
         hooks = _hooks(group, TERMINATING)
         self._drop_instances(group.region, [state.instance.id for state in victims])
+        if _reuses_on_scale_in(group):
+            self._return_to_warm_pool(group, victims, hooks)
+            return
         if not hooks:
             if victims:
                 _terminate(group, victims)
@@ -463,6 +551,9 @@ class AutoScalingFidelity:
         original: Callable[[AutoScalingBackend, str, bool], TerminateInstanceActivity],
     ) -> TerminateInstanceActivity:
         with self._lock:
+            warm_group, warm_state = _locate_warm(backend, instance_id)
+            if warm_group is not None and warm_state is not None:
+                return self._terminate_warm_instance(warm_group, warm_state)
             group, state = _locate(backend, instance_id)
             hooks = _hooks(group, TERMINATING) if group is not None else []
             if group is None or state is None or not hooks:
@@ -487,8 +578,12 @@ class AutoScalingFidelity:
             self._drop_instances(backend.region_name, instance_ids)
             for group in list(backend.autoscaling_groups.values()):
                 kept = [s for s in group.instance_states if s.instance.id not in instance_ids]
-                if len(kept) != len(group.instance_states):
+                warm = _warm(group)
+                kept_warm = [s for s in warm if s.instance.id not in instance_ids]
+                if len(kept) != len(group.instance_states) or len(kept_warm) != len(warm):
                     group.instance_states = kept
+                    _set_warm(group, kept_warm)
+                    _end_pending_delete(group)
                     group.set_desired_capacity(group.desired_capacity)
 
     def _delete_group(
@@ -509,6 +604,8 @@ class AutoScalingFidelity:
                 if live:
                     _terminate(group, live)
                 group.instance_states = []
+                _terminate_warm(group, list(_warm(group)))
+                group.warm_pool = None  # the pool goes with its group, refilled by nothing
             original(backend, group_name)
             for key, hook in list(backend.lifecycle_hooks.items()):
                 if hook.auto_scaling_group_name == group_name:
@@ -533,6 +630,136 @@ class AutoScalingFidelity:
         with self._lock:
             self._deliveries = max(self._deliveries - 1, 0)
 
+    # ----------------------------------------------------------------- warm pool
+
+    def _reconcile_warm_pool(self, group: FakeAutoScalingGroup) -> None:
+        """Bring the warm pool to its size: launch into it, or retire the excess."""
+        pool = getattr(group, "warm_pool", None)  # moto's constructor launches before setting it
+        if pool is None or group.name not in group.autoscaling_backend.autoscaling_groups:
+            return
+        staying = [s for s in _warm(group) if not s.lifecycle_state.startswith(_WARM_LEAVING)]
+        if getattr(pool, "status", None) == _PENDING_DELETE:
+            self._retire_warm(group, staying)
+            return
+        target = _warm_pool_target(group)
+        if len(staying) < target:
+            self._launch_into_warm_pool(group, target - len(staying))
+        elif len(staying) > target:
+            self._retire_warm(group, _choose_warm_victims(staying, len(staying) - target))
+
+    def _launch_into_warm_pool(self, group: FakeAutoScalingGroup, count: int) -> None:
+        tags = {**group.get_propagated_tags(), ASG_NAME_TAG: group.name, **group.instance_tags}
+        hooks = _hooks(group, LAUNCHING)
+        for _ in range(count):
+            staying = [s for s in _warm(group) if not s.lifecycle_state.startswith(_WARM_LEAVING)]
+            zone, subnet_id = _next_placement(group, staying)
+            instance = _run_instance(group, zone, subnet_id, tags)
+            instance.autoscaling_group = group  # type: ignore[attr-defined]
+            state = InstanceState(
+                instance,
+                lifecycle_state="Warmed:Pending",
+                protected_from_scale_in=group.new_instances_protected_from_scale_in,
+            )
+            _warm(group).append(state)
+            if hooks:
+                state.lifecycle_state = "Warmed:Pending:Wait"
+                self._begin_wait(group, instance.id, LAUNCHING, hooks, (EC2, WARM_POOL))
+            else:
+                self._enter_warm_pool(group, state)
+
+    def _enter_warm_pool(self, group: FakeAutoScalingGroup, state: InstanceState) -> None:
+        """``Warmed:Pending:Proceed``: stop (or keep running) into the pool's state."""
+        pool = getattr(group, "warm_pool", None)
+        if pool is None or getattr(pool, "status", None) == _PENDING_DELETE:
+            self._retire_warm(group, [state])  # the pool went away meanwhile
+            return
+        state.lifecycle_state = "Warmed:Pending:Proceed"
+        pool_state = pool.pool_state or "Stopped"
+        if pool_state != "Running" and state.instance.state == "running":
+            group.autoscaling_backend.ec2_backend.stop_instances([state.instance.id])
+        state.lifecycle_state = f"Warmed:{pool_state}"
+
+    def _retire_warm(self, group: FakeAutoScalingGroup, states: list[InstanceState]) -> None:
+        """Terminate warm instances; terminate hooks hold them in ``Warmed:Terminating:Wait``."""
+        if not states:
+            return
+        self._drop_instances(group.region, [s.instance.id for s in states])
+        hooks = _hooks(group, TERMINATING)
+        if not hooks:
+            _terminate_warm(group, states)
+            return
+        for state in states:
+            state.lifecycle_state = "Warmed:Terminating:Wait"
+            self._begin_wait(group, state.instance.id, TERMINATING, hooks, (WARM_POOL, EC2))
+
+    def _start_from_warm_pool(
+        self, group: FakeAutoScalingGroup, state: InstanceState, hooks: list[LifecycleHook]
+    ) -> None:
+        _set_warm(group, [s for s in _warm(group) if s is not state])
+        if state.instance.state == "stopped":
+            group.autoscaling_backend.ec2_backend.start_instances([state.instance.id])
+        state.lifecycle_state = "Pending:Wait" if hooks else "InService"
+        group.instance_states.append(state)
+        self._begin_wait(group, state.instance.id, LAUNCHING, hooks, (WARM_POOL, GROUP))
+
+    def _return_to_warm_pool(
+        self, group: FakeAutoScalingGroup, victims: list[InstanceState], hooks: list[LifecycleHook]
+    ) -> None:
+        """Scale-in with ReuseOnScaleIn: terminate hooks wait in ``Warmed:Pending:Wait``."""
+        ids = {s.instance.id for s in victims}
+        group.instance_states = [s for s in group.instance_states if s.instance.id not in ids]
+        _warm(group).extend(victims)
+        for state in victims:
+            if hooks:
+                state.lifecycle_state = "Warmed:Pending:Wait"
+                self._begin_wait(group, state.instance.id, TERMINATING, hooks, (GROUP, WARM_POOL))
+            else:
+                self._enter_warm_pool(group, state)
+
+    def _terminate_warm_instance(
+        self, group: FakeAutoScalingGroup, state: InstanceState
+    ) -> TerminateInstanceActivity:
+        """TerminateInstanceInAutoScalingGroup on a warm instance: it goes, the pool refills."""
+        if not state.lifecycle_state.startswith(_WARM_LEAVING):
+            self._retire_warm(group, [state])
+            self._reconcile_warm_pool(group)
+        return TerminateInstanceActivity(state.instance, group.desired_capacity or 0)
+
+    def _describe_warm_pool(self, response: AutoScalingResponse) -> ActionResult:
+        backend = response.autoscaling_backend
+        group_name = response._get_param("AutoScalingGroupName")
+        limit = response._get_int_param("MaxRecords") or _MAX_WARM_RECORDS
+        if not 1 <= limit <= _MAX_WARM_RECORDS:
+            raise ValidationError(f"MaxRecords must be between 1 and {_MAX_WARM_RECORDS}")
+        start = _decode_warm_token(response._get_param("NextToken"))
+        with self._lock:
+            group = _group_named(backend, group_name)
+            pool, instances = group.warm_pool, list(_warm(group))
+        page = instances[start : start + limit]
+        result: dict[str, Any] = {"WarmPoolConfiguration": pool, "Instances": page}
+        if start + limit < len(instances):
+            result["NextToken"] = _encode_warm_token(start + limit)
+        return ActionResult(result)
+
+    def _delete_warm_pool(self, response: AutoScalingResponse) -> None:
+        backend = response.autoscaling_backend
+        group_name = response._get_param("AutoScalingGroupName")
+        force = bool(response._get_bool_param("ForceDelete", False))
+        with self._lock:
+            group = _group_named(backend, group_name)
+            pool = group.warm_pool
+            if pool is None:
+                return
+            if force:  # without waiting: no hooks, outstanding actions dropped
+                warm = list(_warm(group))
+                self._drop_instances(group.region, [s.instance.id for s in warm])
+                _terminate_warm(group, warm)
+                group.warm_pool = None
+                return
+            pool.status = _PENDING_DELETE  # type: ignore[attr-defined]
+            self._reconcile_warm_pool(group)
+            _end_pending_delete(group)
+
     # ----------------------------------------------------------------- actions
 
     def _begin_wait(
@@ -541,9 +768,12 @@ class AutoScalingFidelity:
         instance_id: str,
         transition: str,
         hooks: list[LifecycleHook],
+        route: tuple[str, str] | None = None,
     ) -> None:
+        """Hold the instance for every hook; ``route`` is (Origin, Destination)."""
         if not hooks:
             return
+        origin, destination = route or _DIRECT_ROUTE[transition]
         now = self._clock.monotonic()
         tokens: set[str] = set()
         for hook in hooks:
@@ -562,6 +792,8 @@ class AutoScalingFidelity:
                 started=now,
                 deadline=min(now + heartbeat, global_deadline),
                 global_deadline=global_deadline,
+                origin=origin,
+                destination=destination,
             )
             self._actions[action.token] = action
             tokens.add(action.token)
@@ -615,8 +847,13 @@ class AutoScalingFidelity:
     def _proceed(self, action: _Action, result: str) -> None:
         backend = autoscaling_backends[action.account_id][action.region]
         group = backend.autoscaling_groups.get(action.group_name)
-        state = _state_of(group, action.instance_id) if group is not None else None
-        if group is None or state is None:
+        if group is None:
+            return
+        if WARM_POOL in (action.origin, action.destination) and action.destination != GROUP:
+            self._proceed_warm(group, action, result)
+            return
+        state = _state_of(group, action.instance_id)
+        if state is None:
             return  # the instance already left the group
         if action.transition == LAUNCHING and result == CONTINUE:
             state.lifecycle_state = "InService"
@@ -628,6 +865,21 @@ class AutoScalingFidelity:
         _terminate(group, [state])
         if action.transition == LAUNCHING:
             self._schedule_replacement(group)
+
+    def _proceed_warm(self, group: FakeAutoScalingGroup, action: _Action, result: str) -> None:
+        """After the wait of an instance entering, returning to or leaving the warm pool."""
+        state = next((s for s in _warm(group) if s.instance.id == action.instance_id), None)
+        if state is None:
+            return  # it already left the pool
+        if action.destination == EC2:  # out of the pool: either result terminates
+            state.lifecycle_state = "Warmed:Terminating:Proceed"
+            _terminate_warm(group, [state])
+        elif action.transition == LAUNCHING and result == ABANDON:
+            state.lifecycle_state = "Warmed:Terminating"
+            _terminate_warm(group, [state])
+            self._schedule_replacement(group)  # the pool is topped up after the back-off
+        else:  # a launch continued, or a return to the pool (ABANDON ends the other hooks)
+            self._enter_warm_pool(group, state)
 
     def _find_active(self, response: AutoScalingResponse) -> _Action:
         backend = response.autoscaling_backend
@@ -675,7 +927,6 @@ class AutoScalingFidelity:
     # ----------------------------------------------------------------- events
 
     def _emit(self, group: FakeAutoScalingGroup, hook: LifecycleHook, action: _Action) -> None:
-        detail_type, origin, destination = _EVENT_SHAPE[action.transition]
         detail: dict[str, str] = {
             "LifecycleActionToken": action.token,
             "AutoScalingGroupName": action.group_name,
@@ -686,11 +937,11 @@ class AutoScalingFidelity:
         metadata = getattr(hook, "notification_metadata", None)
         if metadata is not None:
             detail["NotificationMetadata"] = metadata
-        detail["Origin"] = origin
-        detail["Destination"] = destination
+        detail["Origin"] = action.origin
+        detail["Destination"] = action.destination
         entry = {
             "Source": "aws.autoscaling",
-            "DetailType": detail_type,
+            "DetailType": _DETAIL_TYPE[action.transition],
             "Detail": json.dumps(detail),
             "Resources": [group.arn],
             "Time": self._clock.now().timestamp(),
@@ -765,6 +1016,15 @@ def _hooks(group: FakeAutoScalingGroup, transition: str) -> list[LifecycleHook]:
     ]
 
 
+def _group_named(backend: AutoScalingBackend, group_name: str) -> FakeAutoScalingGroup:
+    group = backend.autoscaling_groups.get(group_name)
+    if group is None:  # moto's wording for an unknown group
+        raise ValidationError(
+            f"AutoScalingGroup name not found - AutoScalingGroup '{group_name}' not found"
+        )
+    return group
+
+
 def _locate(
     backend: AutoScalingBackend, instance_id: str
 ) -> tuple[FakeAutoScalingGroup | None, InstanceState | None]:
@@ -788,9 +1048,10 @@ def _subnets(group: FakeAutoScalingGroup) -> list[tuple[str, str]]:
     return [(subnet_id, ec2.get_subnet(subnet_id).availability_zone) for subnet_id in ids]
 
 
-def _next_placement(group: FakeAutoScalingGroup) -> tuple[str, str | None]:
-    """AZ balancing: the AZ with the fewest instances, then its emptiest subnet."""
-    states = _capacity_states(group)
+def _next_placement(
+    group: FakeAutoScalingGroup, states: list[InstanceState]
+) -> tuple[str, str | None]:
+    """AZ balancing over ``states``: the AZ with the fewest of them, then its emptiest subnet."""
     subnets = _subnets(group)
     per_zone = Counter(s.instance.placement.zone for s in states)
     per_subnet = Counter(s.instance.subnet_id for s in states) if subnets else Counter()
@@ -853,6 +1114,117 @@ def _terminate(group: FakeAutoScalingGroup, states: list[InstanceState]) -> None
     ids = [s.instance.id for s in states]
     group.autoscaling_backend.ec2_backend.terminate_instances(ids)
     group.instance_states = [s for s in group.instance_states if s.instance.id not in ids]
+
+
+# --------------------------------------------------------------------- warm pool helpers
+
+
+def _warm(group: FakeAutoScalingGroup) -> list[InstanceState]:
+    """The group's warm pool instances, oldest first (kept on moto's group object)."""
+    states: list[InstanceState] | None = getattr(group, "warm_instance_states", None)
+    if states is None:
+        states = []
+        _set_warm(group, states)
+    return states
+
+
+def _set_warm(group: FakeAutoScalingGroup, states: list[InstanceState]) -> None:
+    group.warm_instance_states = states  # type: ignore[attr-defined]
+
+
+def _warm_pool_size(group: FakeAutoScalingGroup) -> int | None:
+    """DescribeAutoScalingGroups' WarmPoolSize: the instances in the pool, if there is one."""
+    if getattr(group, "warm_pool", None) is None:
+        return None
+    return len(_warm(group))
+
+
+def _warm_pool_target(group: FakeAutoScalingGroup) -> int:
+    """max(MinSize, (MaxGroupPreparedCapacity, or MaxSize when unset or -1) - desired)."""
+    pool = group.warm_pool
+    assert pool is not None
+    prepared = pool.max_group_prepared_capacity
+    if prepared is None or int(prepared) < 0:
+        prepared = group.max_size or 0
+    return max(int(pool.min_size or 0), int(prepared) - (group.desired_capacity or 0))
+
+
+def _pool_open(group: FakeAutoScalingGroup) -> bool:
+    pool = getattr(group, "warm_pool", None)
+    return pool is not None and getattr(pool, "status", None) != _PENDING_DELETE
+
+
+def _reuses_on_scale_in(group: FakeAutoScalingGroup) -> bool:
+    if not _pool_open(group):
+        return False
+    policy = group.warm_pool.instance_reuse_policy or {}  # type: ignore[union-attr]
+    return str(policy.get("ReuseOnScaleIn", False)).lower() == "true"
+
+
+def _ready_warm_instance(group: FakeAutoScalingGroup) -> InstanceState | None:
+    """The warm instance a scale-out starts: ready, in the AZ the group needs most, oldest."""
+    if not _pool_open(group):
+        return None
+    ready = [s for s in _warm(group) if s.lifecycle_state in _WARM_READY]
+    if not ready:
+        return None
+    per_zone = Counter(s.instance.placement.zone for s in _capacity_states(group))
+    return min(ready, key=lambda s: per_zone[s.instance.placement.zone])
+
+
+def _choose_warm_victims(states: list[InstanceState], count: int) -> list[InstanceState]:
+    """The fullest AZ of the pool first, the newest instance there (the least work lost)."""
+    remaining = list(states)
+    chosen: list[InstanceState] = []
+    for _ in range(min(count, len(remaining))):
+        per_zone = Counter(s.instance.placement.zone for s in remaining)
+        victim = max(reversed(remaining), key=lambda s: per_zone[s.instance.placement.zone])
+        remaining.remove(victim)
+        chosen.append(victim)
+    return chosen
+
+
+def _terminate_warm(group: FakeAutoScalingGroup, states: list[InstanceState]) -> None:
+    """Terminate warm instances through EC2 and take them out of the pool."""
+    ids = {s.instance.id for s in states}
+    live = [s.instance.id for s in states if s.instance.state != "terminated"]
+    if live:
+        group.autoscaling_backend.ec2_backend.terminate_instances(live)
+    _set_warm(group, [s for s in _warm(group) if s.instance.id not in ids])
+    _end_pending_delete(group)
+
+
+def _end_pending_delete(group: FakeAutoScalingGroup) -> None:
+    """A pool marked PendingDelete goes once its last instance has."""
+    pool = getattr(group, "warm_pool", None)
+    if pool is not None and getattr(pool, "status", None) == _PENDING_DELETE and not _warm(group):
+        group.warm_pool = None
+
+
+def _locate_warm(
+    backend: AutoScalingBackend, instance_id: str
+) -> tuple[FakeAutoScalingGroup | None, InstanceState | None]:
+    for group in backend.autoscaling_groups.values():
+        state = next((s for s in _warm(group) if s.instance.id == instance_id), None)
+        if state is not None:
+            return group, state
+    return None, None
+
+
+def _encode_warm_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"warm:{offset}".encode()).decode()
+
+
+def _decode_warm_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        kind, offset = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if kind == "warm" and int(offset) >= 0:
+            return int(offset)
+    except ValueError:
+        pass
+    raise ValidationError("The NextToken value is invalid")
 
 
 def _refresh_load_balancers(group: FakeAutoScalingGroup) -> None:

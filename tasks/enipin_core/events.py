@@ -63,13 +63,32 @@ class LifecycleAction:
 
     instance_id: str
     group_name: str
-    hook_name: str
-    token: str
+    hook_name: str | None  # None: a repair with no lifecycle action to complete
+    token: str | None  # None: a recovered action, completed by instance id
     transition: str
     origin: str | None
     destination: str | None
     metadata: dict[str, Any]
     replay_of: str | None = None
+    repair: str | None = None  # why the reconciler started this run
+
+    @classmethod
+    def from_repair(cls, request: Any) -> LifecycleAction:
+        problem = _first_error("repair-request.schema.json", request)
+        if problem:
+            raise InvalidLifecycleEvent(f"not a repair request: {problem}")
+        repair = request["repair"]
+        return cls(
+            instance_id=repair["instanceId"],
+            group_name=repair["groupName"],
+            hook_name=repair.get("hookName"),
+            token=None,
+            transition=repair["transition"],
+            origin=None,
+            destination=repair.get("destination"),
+            metadata={},
+            repair=repair["reason"],
+        )
 
     @classmethod
     def from_event(cls, event: Any) -> LifecycleAction:
@@ -96,20 +115,25 @@ class LifecycleAction:
     def execution_name(self) -> str:
         """Deterministic: a duplicated event maps to the same execution, and the console lists
         an instance's runs under its id."""
-        token = _NAME_UNSAFE.sub("", self.token)
+        token = _NAME_UNSAFE.sub("", self.token or "")
         return f"{self.instance_id}-{self.kind}-{token}"[:EXECUTION_NAME_LIMIT]
+
+    @property
+    def has_action(self) -> bool:
+        """Is there a lifecycle action to complete (by token, or by instance id)?"""
+        return self.hook_name is not None
 
     def settings(self, base: Settings) -> Settings:
         return base.with_overrides({_OVERRIDES[k]: v for k, v in self.metadata.items()})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        action = {
             "instanceId": self.instance_id,
             "groupName": self.group_name,
             "hookName": self.hook_name,
-            "token": self.token,
             "transition": self.transition,
         }
+        return action | ({"token": self.token} if self.token else {})
 
 
 def _parse_metadata(raw: str | None) -> dict[str, Any]:

@@ -15,12 +15,14 @@ ALREADY_FINISHED = "ALREADY_FINISHED"
 
 def _on_action(call: Callable[..., Any], action: dict[str, Any], **extra: Any) -> str:
     """Call ``call`` for the action; a replayed or duplicated execution finds it already done."""
+    # A recovered action (its event was lost) has no token: the instance id names it.
+    token = {"LifecycleActionToken": action["token"]} if action.get("token") else {}
     try:
         call(
             AutoScalingGroupName=action["groupName"],
             LifecycleHookName=action["hookName"],
-            LifecycleActionToken=action["token"],
             InstanceId=action["instanceId"],
+            **token,
             **extra,
         )
     except ClientError as exc:

@@ -29,6 +29,7 @@ class Settings:
     launch_failure_result: str
     detach_grace_seconds: int
     detach_wait_seconds: int
+    warm_pool_keeps_eni: bool
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,6 +48,7 @@ class Settings:
             launch_failure_result=os.environ.get("LAUNCH_FAILURE_RESULT", "ABANDON"),
             detach_grace_seconds=_env_int("DETACH_GRACE_SECONDS", 30),
             detach_wait_seconds=_env_int("DETACH_WAIT_SECONDS", 120),
+            warm_pool_keeps_eni=os.environ.get("WARM_POOL_ENI", "RELEASE") == "KEEP",
         )
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:

@@ -125,11 +125,13 @@ def _hook(
     }
 
 
-def _create_group(w: World, desired: int, hooks: list[dict[str, Any]] | None = None) -> None:
+def _create_group(
+    w: World, desired: int, hooks: list[dict[str, Any]] | None = None, *, max_size: int = 10
+) -> None:
     w.asg.create_auto_scaling_group(
         AutoScalingGroupName=w.group,
         MinSize=0,
-        MaxSize=10,
+        MaxSize=max_size,
         DesiredCapacity=desired,
         LaunchTemplate={"LaunchTemplateName": "workers-lt"},
         VPCZoneIdentifier=",".join(w.subnets.values()),
@@ -674,3 +676,318 @@ def test_world_settles_once_every_action_is_done(w: World) -> None:
     _complete(w, "CONTINUE", InstanceId=instance_id)
 
     _wait_for(w.fidelity.settled)
+
+
+# ------------------------------------------------------------------ warm pools
+
+
+def _put_warm_pool(w: World, **config: Any) -> None:
+    w.asg.put_warm_pool(AutoScalingGroupName=w.group, **config)
+
+
+def _warm_instances(w: World) -> list[dict[str, Any]]:
+    """The warm pool's instances as DescribeWarmPool shows them, every page."""
+    instances: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"AutoScalingGroupName": w.group}
+    while True:
+        page = w.asg.describe_warm_pool(**kwargs)
+        instances += page["Instances"]
+        if not page.get("NextToken"):
+            return instances
+        kwargs["NextToken"] = page["NextToken"]
+
+
+def _warm_states(w: World) -> dict[str, str]:
+    return {i["InstanceId"]: i["LifecycleState"] for i in _warm_instances(w)}
+
+
+def _lifecycle_queue(w: World) -> str:
+    """A queue for the group's lifecycle events from now on, launch and terminate alike."""
+    _wait_for(lambda: w.fidelity.events_in_flight() == 0)  # earlier events stay out
+    url = w.sqs.create_queue(QueueName=w.group)["QueueUrl"]
+    arn = w.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    pattern = {"source": ["aws.autoscaling"], "detail": {"AutoScalingGroupName": [w.group]}}
+    w.events.put_rule(Name=w.group, EventPattern=json.dumps(pattern))
+    w.events.put_targets(Rule=w.group, Targets=[{"Id": "queue", "Arn": arn}])
+    return str(url)
+
+
+def _routes(events: list[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
+    """Instance id -> (transition, Origin, Destination) of each event."""
+    return {
+        e["detail"]["EC2InstanceId"]: (
+            e["detail"]["LifecycleTransition"],
+            e["detail"]["Origin"],
+            e["detail"]["Destination"],
+        )
+        for e in events
+    }
+
+
+def _complete_all(w: World, instance_ids: list[str], transition: str = LAUNCHING) -> None:
+    hook = "attach-eni" if transition == LAUNCHING else "release-eni"
+    for instance_id in instance_ids:
+        token = _action(w, instance_id, transition)["token"]
+        _complete(w, "CONTINUE", hook, LifecycleActionToken=token)
+
+
+def _group_description(w: World) -> dict[str, Any]:
+    groups = w.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[w.group])
+    return dict(groups["AutoScalingGroups"][0])
+
+
+@pytest.mark.parametrize(
+    ("pool_state", "ec2_state"),
+    [("Stopped", "stopped"), ("Running", "running"), ("Hibernated", "stopped")],
+)
+def test_warm_pool_fills_to_its_size_with_warm_pool_events_and_enters_its_pool_state_on_continue(
+    w: World, pool_state: str, ec2_state: str
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook()], max_size=4)
+    (in_group,) = _states(w)
+    _complete_all(w, [in_group])
+    url = _lifecycle_queue(w)
+
+    _put_warm_pool(w, PoolState=pool_state)
+
+    warm = _warm_states(w)
+    assert list(warm.values()) == ["Warmed:Pending:Wait"] * 3  # MaxSize 4 - desired 1
+    assert {_ec2_state(w, i) for i in warm} == {"running"}
+    assert sorted(i["AvailabilityZone"] for i in _warm_instances(w)) == list(ZONES)
+    assert _routes(_drain(w, url)) == {i: (LAUNCHING, "EC2", "WarmPool") for i in warm}
+    assert _states(w) == {in_group: "InService"}  # not in the group, not in its capacity
+    assert _group_description(w)["DesiredCapacity"] == 1
+
+    _complete_all(w, list(warm))
+
+    assert _warm_states(w) == {i: f"Warmed:{pool_state}" for i in warm}
+    assert {_ec2_state(w, i) for i in warm} == {ec2_state}
+    assert _group_description(w)["WarmPoolSize"] == 3
+
+
+@pytest.mark.parametrize(
+    ("config", "size"),
+    [
+        ({}, 4),
+        ({"MaxGroupPreparedCapacity": -1}, 4),
+        ({"MaxGroupPreparedCapacity": 3}, 1),
+        ({"MaxGroupPreparedCapacity": 1}, 0),
+        ({"MaxGroupPreparedCapacity": 1, "MinSize": 2}, 2),
+        ({"MinSize": 5}, 5),
+    ],
+)
+def test_warm_pool_size_is_prepared_capacity_minus_desired_and_at_least_min_size(
+    w: World, config: dict[str, int], size: int
+) -> None:
+    _create_group(w, desired=2, max_size=6)
+
+    _put_warm_pool(w, **config)
+
+    assert list(_warm_states(w).values()) == ["Warmed:Stopped"] * size
+    assert len(_states(w)) == 2
+
+
+def test_scale_out_draws_from_the_warm_pool_and_starts_its_stopped_instances(w: World) -> None:
+    _create_group(w, desired=0, hooks=[_hook()], max_size=2)
+    _put_warm_pool(w)
+    warm = list(_warm_states(w))
+    _complete_all(w, warm)
+    url = _lifecycle_queue(w)
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=1)
+
+    (started,) = _states(w)
+    assert started in warm
+    assert _states(w) == {started: "Pending:Wait"}
+    assert _ec2_state(w, started) == "running"
+    assert _routes(_drain(w, url)) == {started: (LAUNCHING, "WarmPool", "AutoScalingGroup")}
+    assert _warm_states(w) == {i: "Warmed:Stopped" for i in warm if i != started}
+    _complete_all(w, [started])
+    assert _states(w) == {started: "InService"}
+
+
+def test_scale_out_beyond_the_warm_pool_launches_the_rest_directly(w: World) -> None:
+    _create_group(w, desired=0, hooks=[_hook()], max_size=4)
+    _put_warm_pool(w, MaxGroupPreparedCapacity=1)
+    (warm,) = _warm_states(w)
+    _complete_all(w, [warm])
+    url = _lifecycle_queue(w)
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=3)
+
+    routes = _routes(_drain(w, url))
+    assert set(routes) == set(_states(w))
+    assert routes.pop(warm) == (LAUNCHING, "WarmPool", "AutoScalingGroup")
+    assert list(routes.values()) == [(LAUNCHING, "EC2", "AutoScalingGroup")] * 2
+    assert sorted(i["AvailabilityZone"] for i in _instances(w) or []) == list(ZONES)
+    assert _warm_states(w) == {}  # max(0, 1 - 3)
+
+
+def test_scale_in_with_reuse_returns_the_instance_to_the_warm_pool_where_it_ends_stopped(
+    w: World,
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)], max_size=1)
+    _put_warm_pool(w, InstanceReusePolicy={"ReuseOnScaleIn": True})
+    instance_id = _only_instance(w)
+    url = _lifecycle_queue(w)
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=0)
+
+    assert _states(w) == {}
+    assert _warm_states(w) == {instance_id: "Warmed:Pending:Wait"}
+    assert _ec2_state(w, instance_id) == "running"
+    (event,) = _drain(w, url)
+    assert event["detail-type"] == "EC2 Instance-terminate Lifecycle Action"
+    assert _routes([event]) == {instance_id: (TERMINATING, "AutoScalingGroup", "WarmPool")}
+
+    _complete_all(w, [instance_id], TERMINATING)
+
+    assert _warm_states(w) == {instance_id: "Warmed:Stopped"}
+    assert _ec2_state(w, instance_id) == "stopped"
+    assert [(i["InstanceId"], i["LifecycleState"]) for i in _group_instances(w)] == [
+        (instance_id, "Warmed:Stopped")
+    ]
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=1)
+    assert _states(w) == {instance_id: "InService"}  # reused on the next scale-out
+    assert _ec2_state(w, instance_id) == "running"
+
+
+def test_scale_in_without_reuse_terminates_the_instance_and_the_warm_pool_refills(
+    w: World,
+) -> None:
+    _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)], max_size=1)
+    _put_warm_pool(w)
+    instance_id = _only_instance(w)
+    url = _lifecycle_queue(w)
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=0)
+
+    assert _states(w) == {instance_id: "Terminating:Wait"}
+    assert _routes(_drain(w, url)) == {instance_id: (TERMINATING, "AutoScalingGroup", "EC2")}
+    _complete_all(w, [instance_id], TERMINATING)
+    assert _ec2_state(w, instance_id) == "terminated"
+    (fresh,) = _warm_states(w).items()
+    assert fresh[0] != instance_id
+    assert fresh[1] == "Warmed:Stopped"
+
+
+def test_describe_warm_pool_pages_its_instances_which_describe_auto_scaling_instances_lists(
+    w: World,
+) -> None:
+    _create_group(w, desired=1, max_size=4)
+
+    _put_warm_pool(w, MinSize=1, InstanceReusePolicy={"ReuseOnScaleIn": True})
+
+    first = w.asg.describe_warm_pool(AutoScalingGroupName=w.group, MaxRecords=2)
+    second = w.asg.describe_warm_pool(
+        AutoScalingGroupName=w.group, MaxRecords=2, NextToken=first["NextToken"]
+    )
+    assert first["WarmPoolConfiguration"] == {
+        "MinSize": 1,
+        "PoolState": "Stopped",
+        "InstanceReusePolicy": {"ReuseOnScaleIn": True},
+    }
+    assert (len(first["Instances"]), len(second["Instances"])) == (2, 1)
+    assert "NextToken" not in second
+    warm = first["Instances"] + second["Instances"]
+    assert {i["LifecycleState"] for i in warm} == {"Warmed:Stopped"}
+    assert {i["HealthStatus"] for i in warm} == {"Healthy"}
+    assert {i["LaunchTemplate"]["LaunchTemplateName"] for i in warm} == {"workers-lt"}
+    group = _group_description(w)
+    assert (group["DesiredCapacity"], len(group["Instances"]), group["WarmPoolSize"]) == (1, 1, 3)
+    listed = {i["InstanceId"]: i["LifecycleState"] for i in _group_instances(w)}
+    assert listed == {**_states(w), **{i["InstanceId"]: "Warmed:Stopped" for i in warm}}
+
+
+def test_abandoning_a_warm_pool_launch_terminates_the_instance_and_refills_after_backoff(
+    w: World,
+) -> None:
+    _create_group(w, desired=0, hooks=[_hook()], max_size=1)
+    _put_warm_pool(w)
+    (first,) = _warm_states(w)
+
+    abandoned_at = w.clock.monotonic()
+    _complete(w, "ABANDON", InstanceId=first)
+
+    assert _ec2_state(w, first) == "terminated"
+    assert _warm_states(w) == {}
+    refill = _wait_for(lambda: next(iter(_warm_states(w)), None))
+    assert w.clock.monotonic() - abandoned_at >= 10.0  # replacement_backoff
+    assert refill != first
+    assert _warm_states(w) == {refill: "Warmed:Pending:Wait"}
+
+
+def test_warm_pool_launch_heartbeat_timeout_applies_the_hooks_default_result(w: World) -> None:
+    _create_group(w, desired=0, hooks=[_hook(heartbeat=30, default="CONTINUE")], max_size=1)
+    _put_warm_pool(w)
+    (instance_id,) = _warm_states(w)
+    deadline = _action(w, instance_id)["deadline"]
+
+    _wait_for(lambda: _warm_states(w)[instance_id] == "Warmed:Stopped")
+
+    assert w.clock.monotonic() >= deadline
+    assert _ec2_state(w, instance_id) == "stopped"
+
+
+def test_lowering_max_size_shrinks_the_warm_pool_newest_first(w: World) -> None:
+    _create_group(w, desired=0, max_size=3)
+    _put_warm_pool(w)
+    oldest, *newer = _warm_states(w)
+
+    w.asg.update_auto_scaling_group(AutoScalingGroupName=w.group, MaxSize=1)
+
+    assert _warm_states(w) == {oldest: "Warmed:Stopped"}
+    assert {_ec2_state(w, i) for i in newer} == {"terminated"}
+
+
+def test_force_deleting_the_warm_pool_terminates_its_instances_at_once(w: World) -> None:
+    _create_group(w, desired=0, hooks=[_hook("release-eni", TERMINATING)], max_size=2)
+    _put_warm_pool(w)
+    warm = list(_warm_states(w))
+
+    w.asg.delete_warm_pool(AutoScalingGroupName=w.group, ForceDelete=True)
+
+    assert {_ec2_state(w, i) for i in warm} == {"terminated"}
+    described = w.asg.describe_warm_pool(AutoScalingGroupName=w.group)
+    assert "WarmPoolConfiguration" not in described
+    assert described["Instances"] == []
+    assert "WarmPoolSize" not in _group_description(w)
+    assert w.fidelity.pending_actions() == []
+
+
+def test_deleting_the_warm_pool_is_pending_until_terminate_hooks_let_its_instances_go(
+    w: World,
+) -> None:
+    _create_group(w, desired=0, hooks=[_hook("release-eni", TERMINATING)], max_size=1)
+    _put_warm_pool(w)
+    (instance_id,) = _warm_states(w)
+    url = _lifecycle_queue(w)
+
+    w.asg.delete_warm_pool(AutoScalingGroupName=w.group)
+
+    described = w.asg.describe_warm_pool(AutoScalingGroupName=w.group)
+    assert described["WarmPoolConfiguration"]["Status"] == "PendingDelete"
+    assert _warm_states(w) == {instance_id: "Warmed:Terminating:Wait"}
+    assert _routes(_drain(w, url)) == {instance_id: (TERMINATING, "WarmPool", "EC2")}
+    _complete_all(w, [instance_id], TERMINATING)
+    assert _ec2_state(w, instance_id) == "terminated"
+    assert "WarmPoolConfiguration" not in w.asg.describe_warm_pool(AutoScalingGroupName=w.group)
+
+
+def test_scale_out_while_the_warm_pool_initialises_launches_directly_and_trims_the_pool(
+    w: World,
+) -> None:
+    _create_group(w, desired=0, hooks=[_hook()], max_size=2)
+    _put_warm_pool(w)
+    oldest, newest = _warm_states(w)  # both still in Warmed:Pending:Wait
+    url = _lifecycle_queue(w)
+
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=1)
+
+    (launched,) = _states(w)
+    assert _routes(_drain(w, url)) == {launched: (LAUNCHING, "EC2", "AutoScalingGroup")}
+    assert _warm_states(w) == {oldest: "Warmed:Pending:Wait"}  # MaxSize 2 - desired 1
+    assert _ec2_state(w, newest) == "terminated"
+    assert {a["instance_id"] for a in w.fidelity.pending_actions()} == {oldest, launched}

@@ -75,3 +75,23 @@ def test_with_no_managed_group_configured_no_event_is_acted_on() -> None:
     decision = decide(load_event("launch-lifecycle-action"), BASE, frozenset())
     assert decision["action"] == "IGNORE"
     assert "not managed here" in decision["reason"]
+
+
+@pytest.mark.parametrize(
+    ("event", "origin", "destination", "keep", "action"),
+    [
+        ("launch-lifecycle-action", "EC2", "WarmPool", False, "ENTER_WARM_POOL"),
+        ("launch-lifecycle-action", "EC2", "WarmPool", True, "PIN"),
+        ("launch-lifecycle-action", "WarmPool", "AutoScalingGroup", False, "PIN"),
+        ("launch-lifecycle-action", "WarmPool", "AutoScalingGroup", True, "PIN"),
+        ("terminate-lifecycle-action", "AutoScalingGroup", "WarmPool", False, "RELEASE"),
+        ("terminate-lifecycle-action", "AutoScalingGroup", "WarmPool", True, "KEEP_FOR_WARM_POOL"),
+        ("terminate-lifecycle-action", "AutoScalingGroup", "EC2", True, "RELEASE"),
+    ],
+)
+def test_warm_pool_transitions_follow_the_warm_pool_eni_policy(
+    event: str, origin: str, destination: str, keep: bool, action: str
+) -> None:
+    settings = BASE.with_overrides({"warm_pool_keeps_eni": keep})
+    decision = decide(load_event(event, Origin=origin, Destination=destination), settings, GROUPS)
+    assert decision["action"] == action

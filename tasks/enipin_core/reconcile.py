@@ -1,0 +1,138 @@
+"""The reconciler's plan: compare each managed group with the pool and list the repairs that
+make it converge to "every InService instance has exactly one pool ENI, and no pool ENI sits on
+an instance outside the groups". Pure: it decides from a snapshot; the handler acts.
+
+An instance with a workflow running for it is left alone this round: the workflow is already
+changing it, and a repair now would race it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from enipin_core.events import LAUNCHING, TERMINATING
+from enipin_core.pool import Eni
+
+PIN = "PIN"  # start the launch workflow for an in-service instance (no action to complete)
+RESUME = "RESUME"  # a lifecycle action waits with no workflow: start the workflow for it
+RELEASE = "RELEASE"  # detach a pool ENI that sits where it must not
+
+GONE = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
+
+
+@dataclass(frozen=True)
+class Member:
+    """An instance the group counts, with its Auto Scaling lifecycle state."""
+
+    instance_id: str
+    group: str
+    lifecycle_state: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    members: list[Member]
+    pool: list[Eni]
+    ec2_states: dict[str, str]  # instance id -> EC2 state, for instances pool ENIs sit on
+    busy: set[str]  # instances with a running execution
+    device_index: int
+    hooks: dict[str, str] = field(default_factory=dict)  # transition -> our hook's name
+    warm_pool_keeps_eni: bool = False
+
+
+@dataclass(frozen=True)
+class Repair:
+    kind: str
+    instance_id: str
+    reason: str
+    group: str | None = None
+    transition: str | None = None
+    hook_name: str | None = None
+    destination: str | None = None
+    eni_id: str | None = None
+    attachment_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def plan(snap: Snapshot) -> tuple[list[Repair], list[str]]:
+    """The repairs, and the instances skipped this round because a workflow runs for them."""
+    by_instance: dict[str, list[Eni]] = {}
+    for eni in snap.pool:
+        if eni.instance_id:
+            by_instance.setdefault(eni.instance_id, []).append(eni)
+    members = {m.instance_id: m for m in snap.members}
+    repairs: list[Repair] = []
+    touched = set(members) | set(by_instance)
+    for member in snap.members:
+        if member.instance_id not in snap.busy:
+            repairs += _member_repairs(member, by_instance.get(member.instance_id, []), snap)
+    for instance_id, enis in sorted(by_instance.items()):
+        if instance_id not in members and instance_id not in snap.busy:
+            state = snap.ec2_states.get(instance_id, "unknown")
+            repairs += [
+                _release(e, f"on {instance_id} ({state}), outside the groups") for e in enis
+            ]
+    return repairs, sorted(touched & snap.busy)
+
+
+# Waiting states -> the transition whose action holds the instance there.
+_WAITS = {
+    "Pending:Wait": LAUNCHING,
+    "Warmed:Pending:Wait": LAUNCHING,  # or TERMINATING on the way back: see below
+    "Terminating:Wait": TERMINATING,
+    "Warmed:Terminating:Wait": TERMINATING,
+}
+
+
+def _member_repairs(member: Member, enis: list[Eni], snap: Snapshot) -> list[Repair]:
+    where = member.lifecycle_state
+    if where.startswith("Warmed:") and where not in _WAITS:
+        # Stopped (or running) in the warm pool: an ENI there is kept only by choice.
+        if snap.warm_pool_keeps_eni:
+            return []
+        return [_release(e, f"{member.instance_id} is {where} (WarmPoolEni=RELEASE)") for e in enis]
+    if where in _WAITS:
+        transition = _WAITS[where]
+        if where == "Warmed:Pending:Wait" and enis:
+            # The same wait holds instances entering the pool new (launch hooks) and coming
+            # back from service (terminate hooks); only one coming back carries an ENI.
+            transition = TERMINATING
+        hook = snap.hooks.get(transition)
+        if hook is None:
+            return []  # not our hook holding it
+        return [
+            Repair(
+                RESUME,
+                member.instance_id,
+                f"{where} with no workflow running (its event was lost?)",
+                group=member.group,
+                transition=transition,
+                hook_name=hook,
+                destination="WarmPool" if where.startswith("Warmed:") else None,
+            )
+        ]
+    if where != "InService":
+        return []
+    state = snap.ec2_states.get(member.instance_id, "running")
+    if state in GONE:
+        return [_release(e, f"on {member.instance_id}, which is {state}") for e in enis]
+    if not enis:
+        return [
+            Repair(
+                PIN,
+                member.instance_id,
+                "InService without a pool ENI",
+                group=member.group,
+                transition=LAUNCHING,
+            )
+        ]
+    keep = min(enis, key=lambda e: (e.device_index != snap.device_index, e.id))
+    return [_release(e, f"{member.instance_id} also carries {keep.id}") for e in enis if e != keep]
+
+
+def _release(eni: Eni, reason: str) -> Repair:
+    assert eni.instance_id is not None
+    return Repair(RELEASE, eni.instance_id, reason, eni_id=eni.id, attachment_id=eni.attachment_id)

@@ -1,0 +1,187 @@
+"""Reconcile (scheduled, and ``enipin reconcile``): heal drift and missed events.
+
+Reads each managed group, the pool and the running executions, plans the repairs
+(``enipin_core.reconcile``) and, unless ``{"dryRun": true}``, carries them out: a missing pin or
+a lost lifecycle event starts the workflow in repair mode, a misplaced ENI is detached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
+
+from enipin_core.aws import client, error_code, named_aws_errors
+from enipin_core.events import KINDS, LAUNCHING, TERMINATING
+from enipin_core.pool import detach_if_still_on, pool_enis
+from enipin_core.poolmetrics import count_pool, group_azs, publish
+from enipin_core.reconcile import RELEASE, Member, Repair, Snapshot, plan
+from enipin_core.settings import Settings, managed_groups
+from enipin_core.telemetry import count, logger, metrics, tracer
+
+SETTINGS = Settings.from_env()
+GROUPS = managed_groups()
+_INSTANCE_IN_NAME = re.compile(r"^(i-[0-9a-f]{8,17})-")
+
+
+def state_machines() -> dict[str, str]:
+    return {t: os.environ[f"{KINDS[t].upper()}_STATE_MACHINE_ARN"] for t in KINDS}
+
+
+def hooks() -> dict[str, str]:
+    return {
+        LAUNCHING: os.environ.get("LAUNCH_HOOK_NAME", "enipin-launch"),
+        TERMINATING: os.environ.get("TERMINATE_HOOK_NAME", "enipin-terminate"),
+    }
+
+
+# -- the snapshot --------------------------------------------------------------------------
+
+
+def members(autoscaling: Any, groups: frozenset[str]) -> list[Member]:
+    """The groups' instances, and their warm pools' (``Warmed:*`` states)."""
+    if not groups:
+        return []
+    pages = autoscaling.get_paginator("describe_auto_scaling_groups").paginate(
+        AutoScalingGroupNames=sorted(groups)
+    )
+    found = [
+        Member(i["InstanceId"], g["AutoScalingGroupName"], i["LifecycleState"])
+        for page in pages
+        for g in page["AutoScalingGroups"]
+        for i in g.get("Instances", [])
+    ]
+    for group in sorted(groups):
+        found += [
+            Member(i["InstanceId"], group, i["LifecycleState"]) for i in _warm(autoscaling, group)
+        ]
+    return found
+
+
+def _warm(autoscaling: Any, group: str) -> list[dict[str, Any]]:
+    """The warm pool's instances, every page (DescribeWarmPool has no paginator)."""
+    instances: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"AutoScalingGroupName": group}
+    while True:
+        page = autoscaling.describe_warm_pool(**kwargs)
+        instances += page.get("Instances", [])
+        if not page.get("NextToken"):
+            return instances
+        kwargs["NextToken"] = page["NextToken"]
+
+
+def ec2_states(ec2: Any, instance_ids: set[str]) -> dict[str, str]:
+    """By filter, not by id: an id EC2 has forgotten must not fail the whole call."""
+    if not instance_ids:
+        return {}
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "instance-id", "Values": sorted(instance_ids)}]
+    )
+    return {
+        i["InstanceId"]: i["State"]["Name"]
+        for page in pages
+        for r in page["Reservations"]
+        for i in r["Instances"]
+    }
+
+
+def busy_instances(sfn: Any, machines: dict[str, str]) -> set[str]:
+    busy = set()
+    for machine in machines.values():
+        pages = sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=machine, statusFilter="RUNNING"
+        )
+        for page in pages:
+            for execution in page["executions"]:
+                busy.add(_instance_of(sfn, execution))
+    return busy - {""}
+
+
+def _instance_of(sfn: Any, execution: dict[str, Any]) -> str:
+    match = _INSTANCE_IN_NAME.match(execution["name"])
+    if match:
+        return match.group(1)
+    # a run started by hand under another name: its input says which instance
+    data = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    detail = data.get("detail") or data.get("repair") or {}
+    return str(detail.get("EC2InstanceId") or detail.get("instanceId") or "")
+
+
+@named_aws_errors
+def snapshot(ec2: Any, autoscaling: Any, sfn: Any, settings: Settings) -> Snapshot:
+    group_members = members(autoscaling, GROUPS)
+    pool = pool_enis(ec2, settings.pool_tag_key, settings.pool_tag_value)
+    holders = {e.instance_id for e in pool if e.instance_id}
+    return Snapshot(
+        members=group_members,
+        pool=pool,
+        ec2_states=ec2_states(ec2, holders | {m.instance_id for m in group_members}),
+        busy=busy_instances(sfn, state_machines()),
+        device_index=settings.device_index,
+        hooks=hooks(),
+        warm_pool_keeps_eni=settings.warm_pool_keeps_eni,
+    )
+
+
+# -- carrying repairs out -----------------------------------------------------------------
+
+
+@named_aws_errors
+def carry_out(ec2: Any, sfn: Any, repair: Repair, now: datetime) -> str:
+    if repair.kind == RELEASE:
+        assert repair.eni_id is not None
+        done = detach_if_still_on(ec2, repair.eni_id, repair.instance_id, repair.attachment_id)
+        return "detached" if done else "no longer there"
+    assert repair.transition is not None and repair.group is not None
+    request = {
+        "instanceId": repair.instance_id,
+        "groupName": repair.group,
+        "transition": repair.transition,
+        "reason": repair.reason,
+    }
+    request |= {"hookName": repair.hook_name} if repair.hook_name else {}
+    request |= {"destination": repair.destination} if repair.destination else {}
+    # One name per instance, transition and round (the minute): two reconcilers at once, or a
+    # round retried, start one run.
+    name = f"{repair.instance_id}-{KINDS[repair.transition]}-repair-{now:%Y%m%dT%H%M}"
+    try:
+        sfn.start_execution(
+            stateMachineArn=state_machines()[repair.transition],
+            name=name,
+            input=json.dumps({"repair": request}),
+        )
+    except ClientError as exc:
+        if error_code(exc) != "ExecutionAlreadyExists":
+            raise
+        return f"{name} already started"
+    return f"started {name}"
+
+
+def reconcile(ec2: Any, autoscaling: Any, sfn: Any, dry_run: bool) -> dict[str, Any]:
+    snap = snapshot(ec2, autoscaling, sfn, SETTINGS)
+    repairs, busy = plan(snap)
+    now = datetime.now(UTC)
+    rows = []
+    for repair in repairs:
+        outcome = "planned" if dry_run else carry_out(ec2, sfn, repair, now)
+        rows.append(repair.to_dict() | {"outcome": outcome})
+        if not dry_run:
+            count(f"Repair{repair.kind.title()}")
+    # the pool as this round found it, for the dashboard and the low-pool alarm
+    served = named_aws_errors(group_azs)(autoscaling, GROUPS)
+    publish(count_pool(snap.pool, served), served)
+    logger.info("reconciled", extra={"repairs": rows, "busy": busy, "dryRun": dry_run})
+    return {"dryRun": dry_run, "repairs": rows, "busy": busy}
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    dry_run = bool((event or {}).get("dryRun"))
+    return reconcile(client("ec2"), client("autoscaling"), client("stepfunctions"), dry_run)

@@ -1,0 +1,119 @@
+"""The reconciler's plan from a snapshot: one test per drift, and the rule that an instance with
+a running workflow is left to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from enipin_core.events import LAUNCHING, TERMINATING
+from enipin_core.pool import Eni
+from enipin_core.reconcile import PIN, RELEASE, RESUME, Member, Snapshot, plan
+
+HOOKS = {LAUNCHING: "enipin-launch", TERMINATING: "enipin-terminate"}
+
+
+def eni(n: int, on: str | None = None, index: int = 1) -> Eni:
+    return Eni(
+        id=f"eni-{n}",
+        mac=f"02:00:00:00:00:0{n}",
+        private_ip=f"10.0.0.{n}",
+        az="us-east-1a",
+        subnet_id="subnet-1",
+        status="in-use" if on else "available",
+        attachment_id=f"eni-attach-{n}" if on else None,
+        attachment_status="attached" if on else None,
+        instance_id=on,
+        device_index=index if on else None,
+    )
+
+
+def snap(members: list[tuple[str, str]], pool: list[Eni], **extra: Any) -> Snapshot:
+    values: dict[str, Any] = {
+        "members": [Member(i, "g", state) for i, state in members],
+        "pool": pool,
+        "ec2_states": {},
+        "busy": set(),
+        "device_index": 1,
+        "hooks": HOOKS,
+    } | extra
+    return Snapshot(**values)
+
+
+def kinds(snapshot: Snapshot) -> list[tuple[str, str, str | None]]:
+    repairs, _ = plan(snapshot)
+    return [(r.kind, r.instance_id, r.eni_id) for r in repairs]
+
+
+def test_a_converged_group_needs_nothing() -> None:
+    assert kinds(snap([("i-1", "InService")], [eni(1, on="i-1"), eni(2)])) == []
+
+
+def test_an_in_service_instance_without_a_pool_eni_is_pinned() -> None:
+    repairs, _ = plan(snap([("i-1", "InService")], [eni(1)]))
+    assert [(r.kind, r.instance_id, r.transition, r.hook_name) for r in repairs] == [
+        (PIN, "i-1", LAUNCHING, None)
+    ]
+
+
+def test_an_instance_with_two_pool_enis_keeps_the_one_at_the_device_index() -> None:
+    pool = [eni(1, on="i-1", index=2), eni(2, on="i-1", index=1)]
+    assert kinds(snap([("i-1", "InService")], pool)) == [(RELEASE, "i-1", "eni-1")]
+
+
+def test_an_eni_on_an_instance_outside_the_groups_is_released() -> None:
+    pool = [eni(1, on="i-9")]
+    assert kinds(snap([], pool, ec2_states={"i-9": "running"})) == [(RELEASE, "i-9", "eni-1")]
+
+
+def test_an_eni_on_a_stopped_member_is_released_and_not_re_pinned_this_round() -> None:
+    pool = [eni(1, on="i-1")]
+    assert kinds(snap([("i-1", "InService")], pool, ec2_states={"i-1": "stopped"})) == [
+        (RELEASE, "i-1", "eni-1")
+    ]
+
+
+def test_a_waiting_action_with_no_workflow_is_resumed_with_our_hook() -> None:
+    repairs, _ = plan(snap([("i-1", "Pending:Wait"), ("i-2", "Terminating:Wait")], []))
+    assert [(r.kind, r.instance_id, r.transition, r.hook_name) for r in repairs] == [
+        (RESUME, "i-1", LAUNCHING, "enipin-launch"),
+        (RESUME, "i-2", TERMINATING, "enipin-terminate"),
+    ]
+
+
+def test_an_instance_with_a_running_workflow_is_left_to_it() -> None:
+    snapshot = snap(
+        [("i-1", "InService"), ("i-2", "Pending:Wait")],
+        [eni(1, on="i-9")],
+        busy={"i-1", "i-2", "i-9"},
+        ec2_states={"i-9": "terminated"},
+    )
+    repairs, busy = plan(snapshot)
+    assert repairs == []
+    assert busy == ["i-1", "i-2", "i-9"]
+
+
+def test_instances_in_other_lifecycle_states_are_not_touched() -> None:
+    members = [("i-1", "Pending"), ("i-2", "Standby"), ("i-3", "Terminating:Proceed")]
+    pool = [eni(1, on="i-2")]
+    assert kinds(snap(members, pool)) == []
+
+
+def test_a_warm_instance_keeps_its_eni_only_when_the_policy_says_keep() -> None:
+    members = [("i-1", "Warmed:Stopped")]
+    pool = [eni(1, on="i-1")]
+    assert kinds(snap(members, pool, warm_pool_keeps_eni=True)) == []
+    assert kinds(snap(members, pool, warm_pool_keeps_eni=False)) == [(RELEASE, "i-1", "eni-1")]
+
+
+def test_a_lost_event_into_the_warm_pool_is_resumed_towards_the_warm_pool() -> None:
+    repairs, _ = plan(snap([("i-1", "Warmed:Pending:Wait")], []))
+    assert [(r.kind, r.transition, r.destination) for r in repairs] == [
+        (RESUME, LAUNCHING, "WarmPool")
+    ]
+
+
+def test_an_instance_waiting_on_its_way_back_to_the_warm_pool_resumes_the_termination() -> None:
+    repairs, _ = plan(snap([("i-1", "Warmed:Pending:Wait")], [eni(1, on="i-1")]))
+    assert [(r.kind, r.transition, r.hook_name) for r in repairs] == [
+        (RESUME, TERMINATING, "enipin-terminate")
+    ]
