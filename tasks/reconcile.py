@@ -146,9 +146,9 @@ def carry_out(ec2: Any, sfn: Any, repair: Repair, now: datetime) -> str:
     }
     request |= {"hookName": repair.hook_name} if repair.hook_name else {}
     request |= {"destination": repair.destination} if repair.destination else {}
-    # One name per instance, transition and round (the minute): two reconcilers at once, or a
-    # round retried, start one run.
-    name = f"{repair.instance_id}-{KINDS[repair.transition]}-repair-{now:%Y%m%dT%H%M}"
+    # One name per instance, transition and round: a round retried by Lambda starts one run,
+    # and a later round sees that run as running and leaves the instance to it.
+    name = f"{repair.instance_id}-{KINDS[repair.transition]}-repair-{now:%Y%m%dT%H%M%S}"
     try:
         sfn.start_execution(
             stateMachineArn=state_machines()[repair.transition],

@@ -1,7 +1,10 @@
 """Deploying a SAM template into the sandbox: functions, state machines, rules, documents, hooks.
 
-What the sandbox has no model for (alarms, topics, dashboards, log groups) is recorded with a
-physical id so references to it resolve, as they would after ``sam deploy``.
+``Fn::ForEach`` is expanded first, with the deploy's parameters, as ``AWS::LanguageExtensions``
+does. What the sandbox has no model for (roles and policies, alarms, topics, queues, dashboards,
+log groups, permissions) is recorded with a physical id and the ARN AWS would give it, so a
+``Ref`` or ``Fn::GetAtt`` to it resolves as it would after ``sam deploy``, and a reference to
+an attribute AWS does not have fails the same way.
 """
 
 from __future__ import annotations
@@ -19,9 +22,66 @@ import boto3
 
 from enipin.sandbox.base import ACCOUNT_ID, REGION
 from enipin.sandbox.lambdas import FunctionCode, LambdaRuntime
-from enipin.sandbox.template import Resolver, TemplateError, load
+from enipin.sandbox.template import (
+    Resolver,
+    TemplateError,
+    expand_for_each,
+    load,
+    parameter_values,
+)
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+# The property that names a resource, per type; without it CloudFormation makes a name up.
+_NAME_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "AWS::Serverless::Function": ("FunctionName",),
+    "AWS::Serverless::StateMachine": ("Name",),
+    "AWS::Lambda::Function": ("FunctionName",),
+    "AWS::StepFunctions::StateMachine": ("StateMachineName",),
+    "AWS::Events::Rule": ("Name",),
+    "AWS::SSM::Document": ("Name",),
+    "AWS::AutoScaling::LifecycleHook": ("LifecycleHookName",),
+    "AWS::Logs::LogGroup": ("LogGroupName",),
+    "AWS::SNS::Topic": ("TopicName",),
+    "AWS::SQS::Queue": ("QueueName",),
+    "AWS::CloudWatch::Alarm": ("AlarmName",),
+    "AWS::CloudWatch::Dashboard": ("DashboardName",),
+    "AWS::IAM::Role": ("RoleName",),
+    "AWS::IAM::ManagedPolicy": ("ManagedPolicyName",),
+    "AWS::IAM::Policy": ("PolicyName",),
+}
+# The ARN AWS gives each type, from its physical name.
+_ARNS: dict[str, str] = {
+    "AWS::Serverless::Function": "arn:aws:lambda:{region}:{account}:function:{name}",
+    "AWS::Serverless::StateMachine": "arn:aws:states:{region}:{account}:stateMachine:{name}",
+    "AWS::Lambda::Function": "arn:aws:lambda:{region}:{account}:function:{name}",
+    "AWS::StepFunctions::StateMachine": "arn:aws:states:{region}:{account}:stateMachine:{name}",
+    "AWS::Events::Rule": "arn:aws:events:{region}:{account}:rule/{name}",
+    "AWS::SNS::Topic": "arn:aws:sns:{region}:{account}:{name}",
+    "AWS::SQS::Queue": "arn:aws:sqs:{region}:{account}:{name}",
+    "AWS::Logs::LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}:*",
+    "AWS::IAM::Role": "arn:aws:iam::{account}:role/{name}",
+    "AWS::IAM::ManagedPolicy": "arn:aws:iam::{account}:policy/{name}",
+    "AWS::CloudWatch::Alarm": "arn:aws:cloudwatch:{region}:{account}:alarm:{name}",
+    "AWS::SSM::Document": "arn:aws:ssm:{region}:{account}:document/{name}",
+}
+# Types whose Ref is their ARN (most give their name); an SQS queue's Ref is its URL.
+_REF_IS_ARN = {
+    "AWS::Serverless::StateMachine",
+    "AWS::StepFunctions::StateMachine",
+    "AWS::SNS::Topic",
+    "AWS::IAM::ManagedPolicy",
+}
+# Types AWS gives no Arn attribute.
+_NO_ARN = {
+    "AWS::AutoScaling::LifecycleHook",
+    "AWS::CloudWatch::Dashboard",
+    "AWS::IAM::Policy",
+    "AWS::Lambda::Permission",
+    "AWS::SNS::Subscription",
+    "AWS::SQS::QueuePolicy",
+    "AWS::SSM::Document",
+}
+_NAME_ATTRIBUTES = {"AWS::SQS::Queue": ("QueueName",), "AWS::SNS::Topic": ("TopicName",)}
 _ROLE_POLICY = json.dumps(
     {
         "Version": "2012-10-17",
@@ -47,9 +107,35 @@ class Stack:
     arns: dict[str, str] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    schedules: dict[str, str] = field(default_factory=dict)  # SAM's rule id -> expression
 
     def arn(self, logical_id: str) -> str:
         return self.arns[logical_id]
+
+    def ref(self, name: str) -> str:
+        kind = self._kind(name)
+        if kind in _REF_IS_ARN:
+            return self.arns[name]
+        if kind == "AWS::SQS::Queue":
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{self.physical[name]}"
+        return self.physical[name]
+
+    def get_att(self, name: str, attr: str) -> str:
+        kind = self._kind(name)
+        if attr == "Arn" and kind not in _NO_ARN:
+            return self.arns[name]
+        if attr in _NAME_ATTRIBUTES.get(kind, ("Name",)):
+            return self.physical[name]
+        if (kind, attr) == ("AWS::SQS::Queue", "QueueUrl"):
+            return self.ref(name)
+        if (kind, attr) == ("AWS::SNS::Topic", "TopicArn"):
+            return self.arns[name]
+        raise TemplateError(f"GetAtt {name}.{attr}: {kind} has no such attribute here")
+
+    def _kind(self, name: str) -> str:
+        if name not in self.types:
+            raise TemplateError(f"reference to unknown resource or parameter {name}")
+        return self.types[name]
 
 
 class Deployer:
@@ -61,13 +147,10 @@ class Deployer:
         self, template_path: Path, stack_name: str, parameters: dict[str, Any] | None = None
     ) -> Stack:
         template = load(template_path)
-        stack = Stack(stack_name, template_path, self._parameters(template, parameters or {}))
+        values = parameter_values(template, parameters or {})
+        template = expand_for_each(template, values)
         resources: dict[str, Any] = template["Resources"]
-        for logical, res in resources.items():
-            stack.types[logical] = res["Type"]
-            stack.physical[logical] = self._physical_name(stack_name, logical, res)
-            stack.arns[logical] = self._arn(res["Type"], stack.physical[logical])
-        resolver = self._resolver(stack, resources, template.get("Conditions", {}))
+        stack, resolver = bind(template, values, stack_name, template_path)
         role = self._role(stack_name)
         globals_fn = template.get("Globals", {}).get("Function", {})
         for kind, create in (
@@ -106,75 +189,6 @@ class Deployer:
                 StackName=stack.name, TemplateBody=json.dumps(record)
             )
         stack.outputs = {k: str(v) for k, v in values.items()}
-
-    @staticmethod
-    def _parameters(template: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-        declared: dict[str, Any] = template.get("Parameters", {})
-        unknown = set(given) - set(declared)
-        if unknown:
-            raise TemplateError(f"parameters not declared by the template: {sorted(unknown)}")
-        values: dict[str, Any] = {}
-        for name, spec in declared.items():
-            if name in given:
-                values[name] = str(given[name])
-            elif "Default" in spec:
-                values[name] = str(spec["Default"])
-            else:
-                raise TemplateError(f"parameter {name} has no value and no default")
-            if spec.get("Type") == "CommaDelimitedList":
-                values[name] = [v.strip() for v in values[name].split(",")]
-            if "AllowedValues" in spec and values[name] not in [
-                str(v) for v in spec["AllowedValues"]
-            ]:
-                raise TemplateError(f"parameter {name}={values[name]!r} not in AllowedValues")
-        return values
-
-    @staticmethod
-    def _physical_name(stack: str, logical: str, res: dict[str, Any]) -> str:
-        props = res.get("Properties", {})
-        for key in ("FunctionName", "Name", "StateMachineName", "LifecycleHookName"):
-            if isinstance(props.get(key), str):
-                return str(props[key])
-        return f"{stack}-{logical}"[:64]
-
-    @staticmethod
-    def _arn(kind: str, name: str) -> str:
-        prefix = f"arn:aws:{{}}:{REGION}:{ACCOUNT_ID}:"
-        return {
-            "AWS::Serverless::Function": prefix.format("lambda") + f"function:{name}",
-            "AWS::Serverless::StateMachine": prefix.format("states") + f"stateMachine:{name}",
-            "AWS::Events::Rule": prefix.format("events") + f"rule/{name}",
-            "AWS::SNS::Topic": prefix.format("sns") + name,
-        }.get(kind, prefix.format("cloudformation") + f"resource/{name}")
-
-    def _resolver(
-        self, stack: Stack, resources: dict[str, Any], conditions: dict[str, Any]
-    ) -> Resolver:
-        def ref(name: str) -> str:
-            if name not in resources:
-                raise TemplateError(f"Ref to unknown resource or parameter {name}")
-            if stack.types[name] in ("AWS::Serverless::StateMachine", "AWS::SNS::Topic"):
-                return stack.arns[name]
-            return stack.physical[name]
-
-        def get_att(name: str, attr: str) -> str:
-            if name not in resources:
-                raise TemplateError(f"GetAtt on unknown resource {name}")
-            if attr == "Arn":
-                return stack.arns[name]
-            if attr == "Name":
-                return stack.physical[name]
-            raise TemplateError(f"GetAtt {name}.{attr}: attribute not modelled by the sandbox")
-
-        pseudo = {
-            "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT_ID,
-            "AWS::Partition": "aws",
-            "AWS::StackName": stack.name,
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{stack.name}/0",
-        }
-        return Resolver(stack.parameters, pseudo, ref, get_att, conditions)
 
     @staticmethod
     def _wanted(res: dict[str, Any], resolver: Resolver) -> bool:
@@ -228,9 +242,13 @@ class Deployer:
             MemorySize=int(props.get("MemorySize", 128)),
             Timeout=int(props.get("Timeout", 3)),
         )
-        for event in props.get("Events", {}).values():
+        for event_name, event in props.get("Events", {}).items():
             if event.get("Type") == "EventBridgeRule":
                 self._put_rule(f"{name}-rule", event["Properties"], stack.arns[logical])
+            elif event.get("Type") == "Schedule":
+                # recorded only: nothing in the sandbox keeps time for it (tests invoke the
+                # function), and a rule in moto would match every event on the bus
+                stack.schedules[f"{logical}{event_name}"] = event["Properties"]["Schedule"]
 
     def _state_machine(
         self, stack: Stack, logical: str, props: dict[str, Any], resolver: Resolver, role: str
@@ -286,6 +304,54 @@ class Deployer:
         if "NotificationMetadata" in props:
             kwargs["NotificationMetadata"] = props["NotificationMetadata"]
         self._session.client("autoscaling").put_lifecycle_hook(**kwargs)
+
+
+def bind(
+    template: dict[str, Any], values: dict[str, Any], stack_name: str, path: Path
+) -> tuple[Stack, Resolver]:
+    """Name every resource of a (``Fn::ForEach``-expanded) template as CloudFormation would,
+    and the resolver that evaluates its intrinsic functions against those names."""
+    resources: dict[str, Any] = template["Resources"]
+    stack = Stack(stack_name, path, values)
+    for logical, res in resources.items():
+        _check_depends_on(logical, res, resources)
+        stack.types[logical] = res["Type"]
+        stack.physical[logical] = f"{stack_name}-{logical}"[:64]
+        stack.arns[logical] = _arn(res["Type"], stack.physical[logical])
+    pseudo = {
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT_ID,
+        "AWS::Partition": "aws",
+        "AWS::StackName": stack_name,
+        "AWS::URLSuffix": "amazonaws.com",
+        "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{stack_name}/0",
+    }
+    resolver = Resolver(values, pseudo, stack.ref, stack.get_att, template.get("Conditions", {}))
+    for logical, res in resources.items():  # a name may be built with !Sub
+        stack.physical[logical] = _physical_name(stack, logical, res, resolver)
+        stack.arns[logical] = _arn(res["Type"], stack.physical[logical])
+    return stack, resolver
+
+
+def _physical_name(stack: Stack, logical: str, res: dict[str, Any], resolver: Resolver) -> str:
+    """The name the template gives the resource, or the one CloudFormation would make up."""
+    props = res.get("Properties", {})
+    for key in _NAME_PROPERTIES.get(res["Type"], ()):
+        if key in props:
+            return str(resolver.resolve(props[key]))
+    return f"{stack.name}-{logical}"[:64]
+
+
+def _arn(kind: str, name: str) -> str:
+    template = _ARNS.get(kind, "arn:aws:cloudformation:{region}:{account}:resource/{name}")
+    return template.format(region=REGION, account=ACCOUNT_ID, name=name)
+
+
+def _check_depends_on(logical: str, res: dict[str, Any], resources: dict[str, Any]) -> None:
+    depends = res.get("DependsOn", [])
+    for name in [depends] if isinstance(depends, str) else depends:
+        if name not in resources:
+            raise TemplateError(f"{logical}: DependsOn unknown resource {name}")
 
 
 def _merge_globals(globals_fn: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:

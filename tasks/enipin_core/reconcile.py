@@ -54,7 +54,13 @@ class Repair:
     attachment_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """camelCase, like every other payload the workflows and the CLI exchange."""
+        return {_camel(k): v for k, v in asdict(self).items() if v is not None}
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.title() for word in rest)
 
 
 def plan(snap: Snapshot) -> tuple[list[Repair], list[str]]:
