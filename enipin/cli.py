@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 
 import click
 
+from enipin.bench_cli import bench
 from enipin.deployment import DEFAULT_STACK, Target
 from enipin.executions_cli import executions
 from enipin.pool_cli import pool
@@ -30,6 +32,7 @@ def main(ctx: click.Context, profile: str | None, region: str | None, stack: str
     ctx.obj = Target(profile=profile, region=region, stack=stack)
 
 
+main.add_command(bench)
 main.add_command(executions)
 main.add_command(pool)
 main.add_command(reconcile)
@@ -70,10 +73,13 @@ def demo(instances: int, azs: int, pool_per_az: int | None, flavour: str, as_jso
             sb.spec.pool_tag_key,
             sb.spec.pool_tag_value,
         )
+        report = replace(report, guest_mode=sb.guests.mode)
+        guest_line = _guest_line(sb.guests.mode, sb.guests.mode_reason)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         _print_report(report, time.monotonic() - started)
+        click.echo(guest_line)
     if report.summary["double_attached"]:
         sys.exit(1)
 
@@ -90,3 +96,11 @@ def _print_report(report: PinReport, seconds: float) -> None:
         f"double-attached {s['double_attached']}; executions {s['executions']} "
         f"({seconds:.1f}s wall, sandbox with fast clock)"
     )
+
+
+def _guest_line(mode: str, reason: str | None) -> str:
+    """Which guest ran the verification script, and why not namespaces when it was the model."""
+    if mode == "netns":
+        return "guest OS: netns (the SSM document's script ran on real Linux interfaces)"
+    why = f"; no netns: {reason}" if reason else ""
+    return f"guest OS: model (the guest model imitated the SSM document's script{why})"

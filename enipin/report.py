@@ -12,9 +12,13 @@ from typing import Any
 class PinReport:
     instances: list[dict[str, Any]]
     summary: dict[str, Any]
+    # Sandbox only: which guest ran the verification script ("netns": real Linux interfaces,
+    # "model": the guest model); empty for a real deployment.
+    guest_mode: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"instances": self.instances, "summary": self.summary}
+        shown = {"instances": self.instances, "summary": self.summary}
+        return shown | ({"guest_mode": self.guest_mode} if self.guest_mode else {})
 
 
 def pool_enis(ec2: Any, tag_key: str, tag_value: str) -> list[dict[str, Any]]:

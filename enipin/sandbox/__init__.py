@@ -70,6 +70,7 @@ class Sandbox:
         agent_delay: float = 20.0,
         release_delay: float = 20.0,
         attach_delay: float = 2.0,
+        guest_mode: str = "auto",
     ) -> None:
         self.spec = WorldSpec(azs=azs, pool_per_az=pool_per_az, max_size=max_size or azs * 6)
         self.clock = Clock(FAST_SCALE if fast else 1.0)
@@ -78,7 +79,9 @@ class Sandbox:
         self.events = EventBridgeTargets()
         self.ec2 = Ec2Fidelity(self.clock, release_delay=release_delay, attach_delay=attach_delay)
         self.autoscaling = AutoScalingFidelity(self.clock)
-        self.guests = GuestFleet(self.clock, flavour=flavour)  # type: ignore[arg-type]
+        # auto: the SSM document's own script on real Linux interfaces where the machine allows
+        # it (root, iproute2), else the guest model; sb.guests.mode says which.
+        self.guests = GuestFleet(self.clock, flavour=flavour, mode=guest_mode)  # type: ignore[arg-type]
         self.ssm = SsmFidelity(self.clock, self.guests, agent_delay=agent_delay)
         self.template = template
         self.parameters = parameters or {}

@@ -3,15 +3,22 @@
 A guest shows every ENI attached to its instance as a NIC named the way its OS flavour names it,
 with the faults real images show (hot-plugged NIC left down or unaddressed, NIC never appearing,
 SSM agent never starting), and runs the ENI verification script of the stack's SSM document.
+
+Two modes: ``netns`` runs the document's own script inside a real Linux network namespace per
+instance whose veth NICs mirror the instance's EC2 attachments (needs root and iproute2);
+``model`` imitates the script in Python. ``auto`` picks netns where the machine allows it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shutil
 import threading
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 from unittest import mock
@@ -21,9 +28,30 @@ from moto.ec2.models.instances import Instance
 
 from enipin.sandbox.base import ACCOUNT_ID, REGION
 from enipin.sandbox.clock import Clock
+from enipin.sandbox.netns import (
+    DhcpClient,
+    Fabric,
+    Link,
+    Mirror,
+    Namespace,
+    NetnsUnavailable,
+    Toolbox,
+    scratch_dir,
+    unavailable_reason,
+)
 
 Flavour = Literal["al2", "al2023", "ubuntu"]
 FLAVOURS: frozenset[str] = frozenset(get_args(Flavour))
+GuestMode = Literal["auto", "netns", "model"]
+MODES: frozenset[str] = frozenset(get_args(GuestMode))
+PLUG_WORKERS = 4  # namespaces set up at once (the kernel serialises much of it anyway)
+# The DHCP client the verification script finds on each image: Amazon Linux 2 runs dhclient;
+# AL2023 (amazon-ec2-net-utils) and Ubuntu (netplan) run systemd-networkd.
+DHCP_CLIENTS: dict[Flavour, DhcpClient] = {
+    "al2": "dhclient",
+    "al2023": "networkctl",
+    "ubuntu": "networkctl",
+}
 # nic_down: link stays DOWN until remediated; no_address: no IPv4 until remediation's DHCP;
 # nic_absent: the NIC never shows up in the OS; agent_absent: the SSM agent never registers.
 FAULTS = frozenset({"nic_down", "no_address", "nic_absent", "agent_absent"})
@@ -49,6 +77,14 @@ class Nic:
     eni_id: str
     device_index: int
     attachment_id: str
+    # What the VPC's DHCP hands this MAC, whether or not the guest holds it yet.
+    private_ip: str = ""
+    prefix_len: int = 24
+
+    def link(self) -> Link:
+        """This NIC as a namespace shows it."""
+        addresses = tuple(f"{ip}/{self.prefix_len}" for ip in self.ipv4)
+        return Link(self.name, self.mac, self.altnames, self.up, addresses)
 
 
 @dataclass
@@ -74,6 +110,9 @@ class GuestFleet:
     Faults touch hot-plugged NICs only (device index >= 1): the primary NIC carries the agent.
     The fleet lock is only held for its own dicts, never while reading moto, because other
     adaptations call the hooks below while holding their own locks.
+
+    ``mode`` (auto, netns, model) is resolved here: ``self.mode`` is what runs, and
+    ``mode_reason`` says why netns was not used when auto fell back to the model.
     """
 
     def __init__(
@@ -85,7 +124,9 @@ class GuestFleet:
         faults: Iterable[str] = (),
         account_id: str = ACCOUNT_ID,
         region: str = REGION,
+        mode: str = "model",
     ) -> None:
+        self.mode, self.mode_reason = _resolved_mode(mode)
         self.clock = clock
         self.nic_delay = nic_delay
         self.account_id = account_id
@@ -98,6 +139,10 @@ class GuestFleet:
         self._listeners: list[BootListener] = []
         self._installed = False
         self._installed_at = 0.0
+        self._fabric: Fabric | None = None
+        self._mirror: Mirror | None = None
+        self._toolbox: Toolbox | None = None
+        self._workers: ThreadPoolExecutor | None = None
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -162,9 +207,20 @@ class GuestFleet:
         return sorted((nic for nic in views if nic), key=lambda nic: nic.device_index)
 
     def run_verification(
-        self, instance_id: str, mac: str, expected_ip: str, remediate: bool | str
+        self,
+        instance_id: str,
+        mac: str,
+        expected_ip: str,
+        remediate: bool | str,
+        script: str | None = None,
     ) -> tuple[int, str, str]:
-        """Run the stack's verification script on the guest: (exit status, stdout, stderr)."""
+        """Run the stack's verification script on the guest: (exit status, stdout, stderr).
+
+        In netns mode ``script`` (the document's own text) runs for real in the instance's
+        namespace; without it, or in model mode, the model imitates it.
+        """
+        if self.mode == "netns" and script is not None:
+            return self._run_in_namespace(instance_id, script, mac, expected_ip, remediate)
         error = _parameter_error(mac, expected_ip, remediate)
         if error:
             return 2, "", f"error: {error}\n"
@@ -178,6 +234,14 @@ class GuestFleet:
                 nic = self._remediate(instance_id, nic, "dhcp", remediated)
         return 0, json.dumps(_report(wanted, nic, expected_ip, remediated)) + "\n", ""
 
+    def namespace(self, instance_id: str) -> Namespace | None:
+        """The instance's network namespace (netns mode, once its NICs were plugged)."""
+        return self._mirror.namespace(instance_id) if self._mirror else None
+
+    def namespaces(self) -> list[str]:
+        """Every network namespace this fleet has made and not deleted yet (netns mode)."""
+        return self._fabric.names() if self._fabric else []
+
     # -- moto hooks ----------------------------------------------------------------------------
 
     def install(self, stack: ExitStack) -> None:
@@ -188,6 +252,8 @@ class GuestFleet:
             self._installed = True
             self._installed_at = self.clock.monotonic()
         stack.callback(self._uninstall)
+        if self.mode == "netns":
+            self._open_namespaces(stack)
         fleet = self
         original_init = Instance.__init__
         original_start = Instance.start
@@ -207,6 +273,7 @@ class GuestFleet:
             attachment_id = original_attach(instance, eni, device_index)
             with fleet._lock:
                 fleet._attached_at[attachment_id] = fleet.clock.monotonic()
+            fleet._plug_soon(instance.id, attachment_id)
             return attachment_id
 
         stack.enter_context(mock.patch.object(Instance, "__init__", init))
@@ -219,6 +286,19 @@ class GuestFleet:
         with self._lock:
             self._installed = False
 
+    def _open_namespaces(self, stack: ExitStack) -> None:
+        """The fabric of namespaces, the guests' tools and the workers that plug NICs, all gone
+        when ``stack`` closes (workers first, then namespaces, then files)."""
+        root = scratch_dir()
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        self._fabric = fabric = Fabric()
+        stack.callback(fabric.close)
+        # The guest's clock is the sandbox's: the script's own sleeps are scaled like AWS waits.
+        self._toolbox = Toolbox(root, sleep_scale=self.clock.scale)
+        self._mirror = Mirror(fabric)
+        self._workers = ThreadPoolExecutor(PLUG_WORKERS, thread_name_prefix="guest-hotplug")
+        stack.callback(self._workers.shutdown, wait=True, cancel_futures=True)
+
     def _booted(self, instance_id: str) -> None:
         with self._lock:
             guest = self.guest(instance_id)
@@ -227,6 +307,7 @@ class GuestFleet:
             boot, listeners = guest.boots, list(self._listeners)
         for listener in listeners:  # outside the lock: listeners take their own locks
             listener(instance_id, boot)
+        self._plug_soon(instance_id, None)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -266,7 +347,87 @@ class GuestFleet:
             eni_id=eni.id,
             device_index=index,
             attachment_id=attachment.attachment_id,
+            private_ip=ip or "",
+            prefix_len=_prefix_len(eni),
         )
+
+    def _run_in_namespace(
+        self, instance_id: str, script: str, mac: str, expected_ip: str, remediate: bool | str
+    ) -> tuple[int, str, str]:
+        env = {
+            "SSM_MacAddress": mac,
+            "SSM_ExpectedIp": expected_ip,
+            "SSM_Remediate": remediate if isinstance(remediate, str) else str(remediate).lower(),
+        }
+        guest = self.guest(instance_id)
+        with guest.script:  # the script runs as one unit on its guest
+            namespace, nics = self._sync_namespace(instance_id)
+            toolbox = self._netns_toolbox()
+            with self._lock:
+                dhcp = DHCP_CLIENTS[guest.flavour]
+            file = toolbox.script(script)
+            run = namespace.run_script(file, env, path=toolbox.path(dhcp), cwd=file.parent)
+            self._note_remediations(instance_id, nics, run.stdout)
+        return run.code, run.stdout, run.stderr
+
+    def _sync_namespace(self, instance_id: str) -> tuple[Namespace, list[Nic]]:
+        """Make the instance's namespace show the NICs its guest shows now; hold its script lock."""
+        if self._mirror is None:
+            raise RuntimeError("netns guests exist only while installed")
+        toolbox = self._netns_toolbox()
+        nics = self.nics(instance_id)
+        for nic in nics:  # the VPC's DHCP knows every attached ENI's address
+            if nic.private_ip:
+                toolbox.lease(nic.mac, f"{nic.private_ip}/{nic.prefix_len}")
+        links = {nic.attachment_id: nic.link() for nic in nics}
+        return self._mirror.sync(instance_id, self.boot_number(instance_id), links), nics
+
+    def _netns_toolbox(self) -> Toolbox:
+        if self._toolbox is None:
+            raise RuntimeError("netns guests exist only while installed")
+        return self._toolbox
+
+    def _plug_soon(self, instance_id: str, attachment_id: str | None, tries: int = 5) -> None:
+        """netns: bring the namespace up to date soon after a boot or an attach, off the clock's
+        thread, as the OS handles a hot-plug on its own; a verification then finds it ready
+        (and still syncs first). An attachment still ``attaching`` is looked for again."""
+        workers = self._workers
+        if workers is None:
+            return
+
+        def submit() -> None:
+            with suppress(RuntimeError):  # shut down: the sandbox is closing
+                workers.submit(self._plug, instance_id, attachment_id, tries)
+
+        self.clock.call_later(self.nic_delay, submit)
+
+    def _plug(self, instance_id: str, attachment_id: str | None, tries: int) -> None:
+        try:
+            with self.guest(instance_id).script:
+                _, nics = self._sync_namespace(instance_id)
+        except Exception:  # nobody waits on this: the next verification syncs and fails loudly
+            logging.getLogger(__name__).exception("netns: could not plug %s's NICs", instance_id)
+            return
+        seen = {nic.attachment_id for nic in nics}
+        if attachment_id and attachment_id not in seen and tries > 1:
+            self._plug_soon(instance_id, attachment_id, tries - 1)
+
+    def _note_remediations(self, instance_id: str, nics: list[Nic], stdout: str) -> None:
+        """What the script fixed in the kernel, kept in the model too (a rebuilt namespace, after
+        a reboot, starts from the model's view)."""
+        try:
+            report = json.loads(stdout)
+        except ValueError:
+            return
+        if not isinstance(report, dict) or not report.get("remediated"):
+            return
+        nic = next((n for n in nics if n.mac == str(report.get("mac", "")).lower()), None)
+        if nic is None:
+            return
+        with self._lock:
+            done = self.guest(instance_id).remediated
+            fixed = frozenset(str(action) for action in report["remediated"])
+            done[nic.attachment_id] = done.get(nic.attachment_id, frozenset()) | fixed
 
     def _find(self, instance_id: str, mac: str) -> Nic | None:
         return next((nic for nic in self.nics(instance_id) if nic.mac == mac), None)
@@ -285,6 +446,25 @@ def _names(flavour: Flavour, index: int, eni_id: str) -> tuple[str, tuple[str, .
     if flavour == "al2023":  # amazon-ec2-net-utils 2.x adds these altnames through udev
         return f"ens{5 + index}", (eni_id, f"device-number-{index}")
     return f"ens{5 + index}", ()
+
+
+def _prefix_len(eni: Any) -> int:
+    cidr = str(getattr(eni.subnet, "cidr_block", "") or "")
+    return int(cidr.split("/")[1]) if "/" in cidr else 24
+
+
+def _resolved_mode(mode: str) -> tuple[Literal["netns", "model"], str | None]:
+    """The mode that runs, and why netns does not when ``auto`` falls back to the model."""
+    if mode not in MODES:
+        raise ValueError(f"unknown guest mode {mode!r}; expected one of {sorted(MODES)}")
+    if mode == "model":
+        return "model", None
+    reason = unavailable_reason()
+    if reason is None:
+        return "netns", None
+    if mode == "netns":
+        raise NetnsUnavailable(f"guest mode netns: {reason}")
+    return "model", reason
 
 
 def _report(mac: str, nic: Nic | None, expected_ip: str, remediated: list[str]) -> dict[str, Any]:

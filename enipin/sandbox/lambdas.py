@@ -116,7 +116,10 @@ class LambdaRuntime:
         self, message: Any, category: Any, filename: str, lineno: int, *_: Any
     ) -> None:
         """Warnings from a function's thread belong in its log, like everything it prints."""
-        print(warnings.formatwarning(message, category, filename, lineno), end="")
+        # to the routed stdout itself: a CliRunner may have swapped sys.stdout meanwhile
+        print(
+            warnings.formatwarning(message, category, filename, lineno), end="", file=self._stdout
+        )
 
     def invoke(self, fn: LambdaFunction, event: Any) -> tuple[str, bool, str]:
         """Run the handler; return (payload, errored, log tail) as moto expects."""

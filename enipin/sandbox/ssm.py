@@ -1,6 +1,7 @@
 """SSM Run Command as AWS runs it, put back into moto: agents that register after boot,
 commands sent only where asked, invocations that appear late and finish with the real output of
-the stack's ENI verification document run against the guest model.
+the stack's ENI verification document run on the guest (its own script in the instance's network
+namespace, or the guest model).
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -23,11 +25,13 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 
 from enipin.sandbox.clock import Clock
 from enipin.sandbox.guest import GuestFleet
+from enipin.sandbox.netns import document_script
 
 # A Command document with these parameters is the stack's verification document, whatever its name.
 VERIFICATION_PARAMETERS = frozenset({"MacAddress", "ExpectedIp", "Remediate"})
 AGENT_VERSION = "3.3.1142.0"
 PAGE_SIZE = 50  # DescribeInstanceInformation and ListCommandInvocations maximum
+SCRIPT_RUNNERS = 8  # agents running scripts at once, off the clock's one scheduler thread
 PLATFORMS = {
     "al2": ("Amazon Linux", "2"),
     "al2023": ("Amazon Linux", "2023"),
@@ -82,6 +86,7 @@ class _Invocation:
     plugin_name: str
     comment: str
     parameters: dict[str, list[str]]
+    script: str | None  # the document's shell script, as the agent writes it to disk
     sent_at: float  # clock.monotonic() at SendCommand
     requested: datetime
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -128,10 +133,15 @@ class SsmFidelity:
         self._lock = threading.Lock()
         self._agents: dict[str, _Agent] = {}
         self._invocations: dict[str, dict[str, _Invocation]] = {}  # command id -> instance id ->
+        self._runners: ThreadPoolExecutor | None = None
         guests.on_boot(self._on_boot)
 
     def install(self, stack: ExitStack) -> None:
         self._guests.install(stack)
+        # A script in a namespace takes real milliseconds: run it on a worker, never on the
+        # clock's thread, whose other timers would fire late. Closed before the guests are.
+        self._runners = ThreadPoolExecutor(SCRIPT_RUNNERS, thread_name_prefix="ssm-agent")
+        stack.callback(self._runners.shutdown, wait=True, cancel_futures=True)
         fidelity = self
         send = SimpleSystemManagerBackend.send_command
         get = SimpleSystemManagerBackend.get_command_invocation
@@ -280,7 +290,7 @@ class SsmFidelity:
             )
         command = send(backend, **kwargs)
         if document is not None and _is_verification(document):
-            self._track(command, _plugin_name(document), parameters)
+            self._track(command, _plugin_name(document), parameters, _script_of(document))
         return command
 
     def _resolve_targets(self, command: Command) -> list[str]:
@@ -299,7 +309,13 @@ class SsmFidelity:
         # Targets resolve to managed nodes only; instances without an online agent drop out.
         return [i for i in ids if self._online(i)]
 
-    def _track(self, command: Command, plugin: str, parameters: dict[str, list[str]]) -> None:
+    def _track(
+        self,
+        command: Command,
+        plugin: str,
+        parameters: dict[str, list[str]],
+        script: str | None,
+    ) -> None:
         sent_at, requested = self._clock.monotonic(), self._clock.now()
         invocations = {
             instance_id: _Invocation(
@@ -309,6 +325,7 @@ class SsmFidelity:
                 plugin_name=plugin,
                 comment=command.comment,
                 parameters=parameters,
+                script=script,
                 sent_at=sent_at,
                 requested=requested,
             )
@@ -364,7 +381,10 @@ class SsmFidelity:
         )
 
     def _complete(self, invocation: _Invocation) -> None:
-        self._finish(invocation)
+        """The clock's timer: hand the run to an agent worker (after close: nothing to do)."""
+        assert self._runners is not None, "tracked only once installed"
+        with suppress(RuntimeError):  # shut down: the sandbox is closing
+            self._runners.submit(self._finish, invocation)
 
     def _finish(self, invocation: _Invocation) -> _Outcome:
         with invocation.lock:  # exactly one run, whether the timer or a reader gets here first
@@ -381,6 +401,7 @@ class SsmFidelity:
             params["MacAddress"][0],
             params["ExpectedIp"][0],
             params["Remediate"][0],
+            script=invocation.script,
         )
         if code == 0:
             return _Outcome("Success", "Success", 0, stdout, stderr)
@@ -507,6 +528,13 @@ def _check_values(name: str, spec: dict[str, Any], values: list[str]) -> None:
 
 def _is_verification(document: dict[str, Any]) -> bool:
     return set(document.get("parameters") or {}) >= VERIFICATION_PARAMETERS
+
+
+def _script_of(document: dict[str, Any]) -> str | None:
+    try:
+        return document_script(document)
+    except ValueError:
+        return None
 
 
 def _plugin_name(document: dict[str, Any]) -> str:
