@@ -115,7 +115,7 @@ def test_thirty_simultaneous_launches_over_three_azs_pin_thirty_enis(sandbox: Fa
 def test_exhausted_pool_waits_then_abandons_without_touching_an_eni(sandbox: Factory) -> None:
     # GIVEN one free ENI in us-east-1b and two launches there
     sb = sandbox(
-        azs=2, pool_per_az=2, parameters={"PoolWaitSeconds": 200, "HookHeartbeatTimeout": 120}
+        azs=2, pool_per_az=2, parameters={"PoolWaitSeconds": 400, "HookHeartbeatTimeout": 300}
     )
     ec2 = sb.client("ec2")
     ec2.delete_network_interface(NetworkInterfaceId=sb.world.pool["us-east-1b"][0])
@@ -215,12 +215,13 @@ def test_a_burst_beyond_the_sdk_retries_is_retried_by_the_state_machine(sandbox:
 
 
 def test_slow_ssm_agent_is_waited_for_with_lifecycle_heartbeats(sandbox: Factory) -> None:
-    # the hook would expire after 60 s without heartbeats; the agent needs 400 s
+    # the hook would expire after 240 s without heartbeats; the agent needs 1000 s. (Margins
+    # wide enough for the fast clock's scheduler lag on a loaded machine: ~40 AWS s.)
     sb = sandbox(
         azs=1,
         pool_per_az=1,
-        agent_delay=400,
-        parameters={"HookHeartbeatTimeout": 60, "PollSeconds": 10},
+        agent_delay=1000,
+        parameters={"HookHeartbeatTimeout": 240, "PollSeconds": 30, "AgentWaitSeconds": 1800},
     )
     sb.scale_out(1)
     sb.settle()
