@@ -38,7 +38,9 @@ CLASSIC_CALLER = "classic-boot-script"  # the ledger's caller name for the boot 
 FAST_CLOCK_MAX_INSTANCES = 16
 QUIET_AWS_SECONDS = 15.0  # > the group's 10 s replacement back-off: an ABANDON shows
 SETTLE_TIMEOUT_AWS_SECONDS = 3600.0
-POLL_REAL_SECONDS = 0.25  # how often the bench looks; Sandbox.settle's 20 ms costs CPU at scale
+# How often the bench looks, in real seconds: a look lists every execution (60 ms at 200 of
+# them), so Sandbox.settle's 20 ms would take most of the interpreter from the world it watches.
+LOOK_REAL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,7 @@ def _settle(sb: Sandbox, probe: _Probe, quiet: float = QUIET_AWS_SECONDS) -> Non
     hundred executions each look lists them all, and the looking would starve the world."""
     from enipin.sandbox import SettleTimeout
 
+    look = _look_interval(sb, quiet)
     deadline = sb.clock.monotonic() + SETTLE_TIMEOUT_AWS_SECONDS
     calm_since: float | None = None
     while sb.clock.monotonic() < deadline:
@@ -357,8 +360,13 @@ def _settle(sb: Sandbox, probe: _Probe, quiet: float = QUIET_AWS_SECONDS) -> Non
             calm_since = sb.clock.monotonic()
         elif sb.clock.monotonic() - calm_since >= quiet:
             return
-        time.sleep(POLL_REAL_SECONDS)
+        time.sleep(look)
     raise SettleTimeout(f"still busy after {SETTLE_TIMEOUT_AWS_SECONDS:.0f} AWS seconds")
+
+
+def _look_interval(sb: Sandbox, quiet: float) -> float:
+    """Often enough to see ``quiet`` AWS seconds pass a few times, at most LOOK_REAL_SECONDS."""
+    return min(LOOK_REAL_SECONDS, sb.clock.real_seconds(quiet) / 3)
 
 
 def _wait_pool_free(sb: Sandbox, probe: _Probe, limit: float) -> float | None:
@@ -369,7 +377,7 @@ def _wait_pool_free(sb: Sandbox, probe: _Probe, limit: float) -> float | None:
         pool = _pool(sb)
         if all(e["Status"] == "available" for e in pool):
             return round(sb.clock.monotonic() - start, 1)
-        time.sleep(POLL_REAL_SECONDS)
+        time.sleep(_look_interval(sb, 1.0))
     return None
 
 
@@ -488,7 +496,9 @@ class _EnipinWorld:
 def _transitions(sfn: Any, execution_arn: str) -> tuple[int, int]:
     """(states entered, Task retries) of one execution's history."""
     kinds: Counter[str] = Counter()
-    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+    pages = sfn.get_paginator("get_execution_history").paginate(
+        executionArn=execution_arn, PaginationConfig={"PageSize": 1000}
+    )
     for page in pages:
         kinds.update(event["type"] for event in page["events"])
     entered = sum(n for kind, n in kinds.items() if kind.endswith("StateEntered"))

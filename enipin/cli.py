@@ -10,6 +10,7 @@ from dataclasses import replace
 import click
 
 from enipin.bench_cli import bench
+from enipin.chaos_cli import chaos
 from enipin.deployment import DEFAULT_STACK, Target
 from enipin.executions_cli import executions
 from enipin.pool_cli import pool
@@ -33,6 +34,7 @@ def main(ctx: click.Context, profile: str | None, region: str | None, stack: str
 
 
 main.add_command(bench)
+main.add_command(chaos)
 main.add_command(executions)
 main.add_command(pool)
 main.add_command(reconcile)

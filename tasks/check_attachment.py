@@ -11,7 +11,7 @@ from enipin_core.errors import AttachmentNotReady
 from enipin_core.pool import describe_eni
 from enipin_core.settings import Settings
 from enipin_core.telemetry import task_handler
-from enipin_core.waiting import WaitProgress
+from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
 
 
 @named_aws_errors
@@ -22,13 +22,14 @@ def check(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     if eni is None or eni.instance_id != instance_id:
         raise AttachmentNotReady(f"{eni_id} is no longer attached to {instance_id}")
     wait = WaitProgress.from_dict(state.get("attachWait"))
+    beat = Heartbeat.of(state).to_dict()
     if eni.attachment_status != "attached":
         if wait.exhausted(settings.attach_wait_seconds):
             raise AttachmentNotReady(
                 f"{eni_id} still {eni.attachment_status} after {wait.waited_seconds}s"
             )
-        wait = wait.advance(settings.poll_seconds, settings.heartbeat_timeout)
-    return {**state, "eni": eni.to_dict(), "attachWait": wait.to_dict()}
+        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
+    return {**state, "eni": eni.to_dict(), "attachWait": wait.to_dict(), "heartbeat": beat}
 
 
 @task_handler

@@ -12,7 +12,7 @@ from enipin_core.errors import EniStuckDetaching
 from enipin_core.pool import Eni, describe_enis
 from enipin_core.settings import Settings
 from enipin_core.telemetry import task_handler
-from enipin_core.waiting import WaitProgress
+from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
 
 
 @named_aws_errors
@@ -23,6 +23,7 @@ def check(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     held = [e.id for e in describe_enis(ec2, ids) if e.instance_id == state["instanceId"]]
     wait = WaitProgress.from_dict(state.get("detachWait"))
     force = bool(state.get("force"))
+    beat = Heartbeat.of(state).to_dict()
     if held:
         if wait.exhausted(settings.detach_wait_seconds):
             how = "a forced detach" if force else "a graceful detach"
@@ -30,7 +31,7 @@ def check(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
                 f"{', '.join(held)} still on {state['instanceId']} after {wait.waited_seconds}s"
                 f" and {how}"
             )
-        wait = wait.advance(settings.poll_seconds, settings.heartbeat_timeout)
+        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
     force_now = bool(held) and not force and wait.exhausted(settings.detach_grace_seconds)
     return {
         **state,
@@ -39,6 +40,7 @@ def check(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
         "forceNow": force_now,
         "force": force or force_now,
         "detachWait": wait.to_dict(),
+        "heartbeat": beat,
     }
 
 

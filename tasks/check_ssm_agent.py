@@ -11,7 +11,7 @@ from enipin_core.errors import SsmAgentNotOnline
 from enipin_core.settings import Settings
 from enipin_core.telemetry import task_handler
 from enipin_core.verification import agent_online
-from enipin_core.waiting import WaitProgress
+from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
 
 
 @named_aws_errors
@@ -19,13 +19,14 @@ def check(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
     online = agent_online(ssm, state["instanceId"])
     wait = WaitProgress.from_dict(state.get("agentWait"))
+    beat = Heartbeat.of(state).to_dict()
     if not online:
         if wait.exhausted(settings.agent_wait_seconds):
             raise SsmAgentNotOnline(
                 f"SSM agent on {state['instanceId']} not online after {wait.waited_seconds}s"
             )
-        wait = wait.advance(settings.poll_seconds, settings.heartbeat_timeout)
-    return {**state, "agentOnline": online, "agentWait": wait.to_dict()}
+        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
+    return {**state, "agentOnline": online, "agentWait": wait.to_dict(), "heartbeat": beat}
 
 
 @task_handler

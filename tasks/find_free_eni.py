@@ -11,7 +11,7 @@ from enipin_core.errors import NoFreeEni
 from enipin_core.pool import Instance, free_enis, order_candidates
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
-from enipin_core.waiting import WaitProgress
+from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
 
 
 @named_aws_errors
@@ -21,6 +21,7 @@ def find(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     free = free_enis(ec2, instance, settings.pool_tag_key, settings.pool_tag_value)
     candidates = order_candidates(free, instance.id, settings.max_attach_candidates)
     wait = WaitProgress.from_dict(state.get("poolWait"))
+    beat = Heartbeat.of(state).to_dict()
     if not candidates:
         if wait.exhausted(settings.pool_wait_seconds):
             count("NoFreeEni")
@@ -28,9 +29,10 @@ def find(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
                 f"no free ENI tagged {settings.pool_tag_key}={settings.pool_tag_value} "
                 f"in {instance.az} after {wait.waited_seconds}s"
             )
-        wait = wait.advance(settings.poll_seconds, settings.heartbeat_timeout)
+        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
         logger.info("pool exhausted, waiting for a release", extra={"az": instance.az})
-    return {**state, "candidates": [c.to_dict() for c in candidates], "poolWait": wait.to_dict()}
+    candidates_out = [c.to_dict() for c in candidates]
+    return {**state, "candidates": candidates_out, "poolWait": wait.to_dict(), "heartbeat": beat}
 
 
 @task_handler

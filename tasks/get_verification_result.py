@@ -11,7 +11,7 @@ from enipin_core.errors import NicNotVerified, VerificationTimedOut
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
 from enipin_core.verification import FIXABLE, VERIFIED, read_check
-from enipin_core.waiting import WaitProgress
+from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
 
 
 @named_aws_errors
@@ -23,9 +23,10 @@ def judge(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
     if result.pending:
         if wait.exhausted(settings.verify_wait_seconds):
             raise VerificationTimedOut(f"command {verification['commandId']}: {result.detail}")
-        wait = wait.advance(settings.poll_seconds, settings.heartbeat_timeout)
+        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
         pending = {"status": "PENDING", "wait": wait.to_dict()}
-        return {**state, "verification": verification | pending}
+        return {**state, "verification": verification | pending, "heartbeat": beat}
+    state = {**state, "heartbeat": Heartbeat.of(state).to_dict()}
     verdict = (result.report or {}).get("verdict", "NO_REPORT")
     logger.info("guest report", extra={"verdict": verdict, "report": result.report})
     done = verification | {"status": result.status, "verdict": verdict, "report": result.report}

@@ -18,9 +18,10 @@ from botocore.exceptions import ClientError
 
 from enipin_core.aws import client, error_code, named_aws_errors
 from enipin_core.events import KINDS, LAUNCHING, TERMINATING
+from enipin_core.lifecycle import COMPLETED, record_heartbeat
 from enipin_core.pool import detach_if_still_on, pool_enis
 from enipin_core.poolmetrics import count_pool, group_azs, publish
-from enipin_core.reconcile import RELEASE, Member, Repair, Snapshot, plan
+from enipin_core.reconcile import RELEASE, RESUME, Member, Repair, Snapshot, plan
 from enipin_core.settings import Settings, managed_groups
 from enipin_core.telemetry import count, logger, metrics, tracer
 
@@ -132,12 +133,18 @@ def snapshot(ec2: Any, autoscaling: Any, sfn: Any, settings: Settings) -> Snapsh
 
 
 @named_aws_errors
-def carry_out(ec2: Any, sfn: Any, repair: Repair, now: datetime) -> str:
+def carry_out(ec2: Any, autoscaling: Any, sfn: Any, repair: Repair, now: datetime) -> str:
     if repair.kind == RELEASE:
         assert repair.eni_id is not None
         done = detach_if_still_on(ec2, repair.eni_id, repair.instance_id, repair.attachment_id)
         return "detached" if done else "no longer there"
     assert repair.transition is not None and repair.group is not None
+    if repair.kind == RESUME and repair.hook_name:
+        # The action has waited since its event was lost, the workflow counts its heartbeats
+        # from its own start: give it a full heartbeat timeout first.
+        action = {"groupName": repair.group, "hookName": repair.hook_name}
+        if record_heartbeat(autoscaling, action | {"instanceId": repair.instance_id}) != COMPLETED:
+            return "no longer waiting"
     request = {
         "instanceId": repair.instance_id,
         "groupName": repair.group,
@@ -168,7 +175,7 @@ def reconcile(ec2: Any, autoscaling: Any, sfn: Any, dry_run: bool) -> dict[str, 
     now = datetime.now(UTC)
     rows = []
     for repair in repairs:
-        outcome = "planned" if dry_run else carry_out(ec2, sfn, repair, now)
+        outcome = "planned" if dry_run else carry_out(ec2, autoscaling, sfn, repair, now)
         rows.append(repair.to_dict() | {"outcome": outcome})
         if not dry_run:
             count(f"Repair{repair.kind.title()}")

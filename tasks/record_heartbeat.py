@@ -9,16 +9,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.lifecycle import record_heartbeat
 from enipin_core.telemetry import logger, task_handler
+from enipin_core.waiting import Heartbeat
 
 
 @named_aws_errors
 def beat(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+    reset = {"heartbeat": Heartbeat().to_dict()}
     lifecycle = state.get("lifecycle")
     if not lifecycle:  # repair runs have no lifecycle action to extend
-        return state
+        return {**state, **reset}
     outcome = record_heartbeat(autoscaling, lifecycle)
     logger.info("lifecycle heartbeat", extra={"outcome": outcome})
-    return {**state, "heartbeats": state.get("heartbeats", 0) + 1}
+    return {**state, **reset, "heartbeats": state.get("heartbeats", 0) + 1}
 
 
 @task_handler

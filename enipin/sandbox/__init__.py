@@ -28,7 +28,7 @@ from enipin.sandbox.base import REGION
 from enipin.sandbox.clock import FAST_SCALE, Clock
 from enipin.sandbox.deploy import Deployer, Stack
 from enipin.sandbox.ec2 import Ec2Fidelity
-from enipin.sandbox.engine import AslClock
+from enipin.sandbox.engine import AslClock, AslParseCache
 from enipin.sandbox.eventbridge import EventBridgeTargets
 from enipin.sandbox.guest import GuestFleet
 from enipin.sandbox.lambdas import LambdaRuntime
@@ -119,6 +119,7 @@ class Sandbox:
             self.ledger,
             self.lambdas,
             AslClock(self.clock),
+            AslParseCache(),
             StepFunctionsFidelity(),
             self.events,
             self.ec2,
@@ -142,6 +143,13 @@ class Sandbox:
         gc.freeze()
         self._exit.callback(gc.unfreeze)
         return stack
+
+    def run_schedules(self) -> None:
+        """From now on fire the stack's scheduled rules (the reconciler's, the pool metrics')
+        as EventBridge would: off by default, so that a scenario decides when they run."""
+        assert self.stack is not None, "nothing deployed"
+        for rule, expression in self.stack.schedules.items():
+            self.events.schedule(self.clock, rule, expression, self.stack.schedule_targets[rule])
 
     # -- driving the group -------------------------------------------------------------------
 

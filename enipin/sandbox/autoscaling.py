@@ -200,8 +200,8 @@ class AutoScalingFidelity:
       event not covered by a ``*_next`` rule is lost or doubled at random (seeded).
 
     Read-back: ``pending_actions()`` lists the actions still waiting (with the Origin and
-    Destination their events carry), ``settled()`` says whether nothing is pending or
-    scheduled, ``event_log()`` records each event's fate.
+    Destination their events carry), ``ended_actions()`` how each one stopped, ``settled()``
+    says whether nothing is pending or scheduled, ``event_log()`` records each event's fate.
 
     Warm pools are driven through the Auto Scaling API itself (``put_warm_pool``,
     ``describe_warm_pool``, ``delete_warm_pool``, scaling); there is no extra helper.
@@ -215,6 +215,7 @@ class AutoScalingFidelity:
         self._waits: dict[tuple[str, str, str], set[str]] = {}
         self._faults = _EventFaults()
         self._log: list[dict[str, Any]] = []
+        self._ended: list[dict[str, Any]] = []  # every action that stopped waiting, and how
         self._replacements = 0  # replacement launches scheduled, not yet run
         self._deliveries = 0  # event copies scheduled, not yet put on the bus
         self._closed = False
@@ -278,6 +279,14 @@ class AutoScalingFidelity:
         """Event copies emitted but not yet put on the bus (or dropped)."""
         with self._lock:
             return self._deliveries
+
+    def ended_actions(self) -> list[dict[str, Any]]:
+        """Every lifecycle action that stopped waiting: ``how`` is CompleteLifecycleAction,
+        HeartbeatTimeout or GlobalTimeout (``result`` is then the hook's DefaultResult),
+        AbandonedByAnotherHook, DeleteLifecycleHook, InstanceLeft or GroupDeleted; what
+        DescribeScalingActivities tells an operator on AWS."""
+        with self._lock:
+            return [dict(entry) for entry in self._ended]
 
     def event_log(self) -> list[dict[str, Any]]:
         """Each emitted event's token, transition, instance and copies delivered (0, 1, 2)."""
@@ -482,7 +491,7 @@ class AutoScalingFidelity:
                     and action.hook_name == hook_name
                 ):
                     result = ABANDON if action.transition == LAUNCHING else CONTINUE
-                    self._finish(action, result)
+                    self._finish(action, result, "DeleteLifecycleHook")
             original(backend, group_name, hook_name)
 
     # ----------------------------------------------------------------- capacity
@@ -598,7 +607,7 @@ class AutoScalingFidelity:
             if group is not None:
                 for action in list(self._actions.values()):
                     if self._of_group(action, backend, group_name):
-                        self._forget(action.token)
+                        self._forget(action.token, "GroupDeleted")
                         self._waits.pop(action.wait_key, None)
                 live = [s for s in group.instance_states if s.instance.state != "terminated"]
                 if live:
@@ -817,12 +826,31 @@ class AutoScalingFidelity:
         now = self._clock.monotonic()
         for action in [a for a in self._actions.values() if a.deadline <= now]:
             if action.token in self._actions:  # an earlier one may have ended its siblings
-                self._finish(action, action.default_result)
+                how = (
+                    "GlobalTimeout"
+                    if action.deadline >= action.global_deadline
+                    else "HeartbeatTimeout"
+                )
+                self._finish(action, action.default_result, how)
 
-    def _forget(self, token: str) -> None:
+    def _forget(self, token: str, how: str, result: str | None = None) -> None:
         action = self._actions.pop(token, None)
         if action is None:
             return
+        self._ended.append(
+            {
+                "token": action.token,
+                "group_name": action.group_name,
+                "hook_name": action.hook_name,
+                "instance_id": action.instance_id,
+                "transition": action.transition,
+                "started": action.started,
+                "deadline": action.deadline,
+                "ended": self._clock.monotonic(),
+                "how": how,
+                "result": result,
+            }
+        )
         if action.timer is not None:
             action.timer.cancel()
         self._waits.get(action.wait_key, set()).discard(token)
@@ -831,16 +859,16 @@ class AutoScalingFidelity:
         """End, without a result, every action holding these instances (they are leaving)."""
         for action in list(self._actions.values()):
             if action.region == region and action.instance_id in instance_ids:
-                self._forget(action.token)
+                self._forget(action.token, "InstanceLeft")
                 self._waits.pop(action.wait_key, None)
 
-    def _finish(self, action: _Action, result: str) -> None:
-        self._forget(action.token)
+    def _finish(self, action: _Action, result: str, how: str) -> None:
+        self._forget(action.token, how, result)
         siblings = self._waits.get(action.wait_key, set())
         if result == CONTINUE and siblings:
             return  # other hooks of this transition still hold the instance
         for token in list(siblings):  # ABANDON stops the remaining hooks
-            self._forget(token)
+            self._forget(token, "AbandonedByAnotherHook", result)
         self._waits.pop(action.wait_key, None)
         self._proceed(action, result)
 
@@ -907,7 +935,7 @@ class AutoScalingFidelity:
             action = self._find_active(response)
             if result not in (CONTINUE, ABANDON):
                 raise ValidationError(f"Invalid lifecycle action result: {result}")
-            self._finish(action, result)
+            self._finish(action, result, "CompleteLifecycleAction")
 
     def _heartbeat(self, response: AutoScalingResponse) -> None:
         with self._lock:

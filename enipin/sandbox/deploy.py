@@ -108,6 +108,7 @@ class Stack:
     types: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     schedules: dict[str, str] = field(default_factory=dict)  # SAM's rule id -> expression
+    schedule_targets: dict[str, str] = field(default_factory=dict)  # rule id -> function ARN
 
     def arn(self, logical_id: str) -> str:
         return self.arns[logical_id]
@@ -246,9 +247,10 @@ class Deployer:
             if event.get("Type") == "EventBridgeRule":
                 self._put_rule(f"{name}-rule", event["Properties"], stack.arns[logical])
             elif event.get("Type") == "Schedule":
-                # recorded only: nothing in the sandbox keeps time for it (tests invoke the
-                # function), and a rule in moto would match every event on the bus
+                # recorded, not put as a moto rule (it would match every event on the bus);
+                # Sandbox.run_schedules() keeps time for it when a scenario asks
                 stack.schedules[f"{logical}{event_name}"] = event["Properties"]["Schedule"]
+                stack.schedule_targets[f"{logical}{event_name}"] = stack.arns[logical]
 
     def _state_machine(
         self, stack: Stack, logical: str, props: dict[str, Any], resolver: Resolver, role: str

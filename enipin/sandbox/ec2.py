@@ -4,13 +4,14 @@ Plain moto attaches any ENI anywhere, at once and without a lock, and never lets
 go of an ENI when its instance dies. This adaptation puts back EC2's atomic,
 validated, timed attach/detach, the delayed release on termination, the kept
 ``DeleteOnTermination`` flag, ``DescribeNetworkInterfaces`` paging and the
-attachment/MAC filters the workflow relies on.
+attachment/MAC filters the workflow relies on, and the refusal to delete an ENI in use.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import fnmatch
 import functools
 import itertools
@@ -31,6 +32,7 @@ from moto.ec2.exceptions import (
     LastEniDetachError,
 )
 from moto.ec2.models import EC2Backend
+from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.models.elastic_network_interfaces import (
     Attachment,
     NetworkInterface,
@@ -38,6 +40,7 @@ from moto.ec2.models.elastic_network_interfaces import (
 )
 from moto.ec2.models.instances import Instance
 from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
 from enipin.sandbox.clock import Clock
 
@@ -146,6 +149,20 @@ def _matches_mac(instance: Instance, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(mac, pattern) for mac in macs for pattern in patterns)
 
 
+def _own_tags(resource: TaggedEC2Resource) -> list[dict[str, str]]:
+    """moto's answer (``describe_tags`` filtered on the id) read straight from the tag map:
+    moto scans every tag in the Region for it, for every ENI and instance it describes."""
+    resource_id = getattr(resource, "id", None)
+    if not resource_id:
+        return []
+    kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+    tags = resource.ec2_backend.tags.get(resource_id, {})  # type: ignore[attr-defined]
+    return [
+        {"resource_id": resource_id, "key": k, "value": v, "resource_type": kind}
+        for k, v in list(tags.items())
+    ]
+
+
 def _as_bool(value: Any) -> bool:
     return str(value).lower() == "true"
 
@@ -175,6 +192,9 @@ class Ec2Fidelity:
         # Pending world events, cancelled when the adaptation is uninstalled.
         self._timers: dict[int, _Handle] = {}
         self._timer_keys = itertools.count()
+        # Secondary ENIs still attached when their instance terminated, which EC2 itself then
+        # had to release: what the terminate hook is there to prevent.
+        self.left_on_termination: list[dict[str, Any]] = []
 
     def hold_in_guest(self, eni_id: str) -> None:
         """Fault: the guest keeps using ``eni_id``, so only ``Force=True`` detaches it (EC2
@@ -199,11 +219,17 @@ class Ec2Fidelity:
                 "get_filter_value",
                 self._eni_filter(NetworkInterface.get_filter_value),
             ),
+            (TaggedEC2Resource, "get_tags", _own_tags),
             (Instance, "terminate", self._instance_terminate(Instance.terminate)),
             (Instance, "prep_nics", self._instance_prep_nics(Instance.prep_nics)),
             (ec2_utils, "passes_filter_dict", self._instance_filter(ec2_utils.passes_filter_dict)),
             (ElasticNetworkInterfaces, "describe_network_interfaces", self._describe_response()),
             (ElasticNetworkInterfaces, "detach_network_interface", self._detach_response()),
+            (
+                ElasticNetworkInterfaces,
+                "delete_network_interface",
+                self._delete_response(ElasticNetworkInterfaces.delete_network_interface),
+            ),
             (
                 ElasticNetworkInterfaces,
                 "modify_network_interface_attribute",
@@ -227,6 +253,24 @@ class Ec2Fidelity:
 
         return detach_network_interface
 
+    def _delete_response(
+        self, original: Callable[[ElasticNetworkInterfaces], ActionResult]
+    ) -> Callable[..., ActionResult]:
+        # EC2 refuses to delete an ENI that is attached, attaching or detaching. Only the API
+        # is checked: moto's terminate deletes DeleteOnTermination ENIs through the backend.
+        def delete_network_interface(response: ElasticNetworkInterfaces) -> ActionResult:
+            eni_id = response._get_param("NetworkInterfaceId")
+            with self._lock:
+                eni = response.ec2_backend.enis.get(eni_id)
+                if eni is not None and eni.attachment_id is not None:
+                    raise _error(
+                        "InvalidNetworkInterface.InUse",
+                        f"The network interface '{eni_id}' is currently in use.",
+                    )
+                return original(response)
+
+        return delete_network_interface
+
     def _detach_response(self) -> Callable[..., ActionResult]:
         # moto's response drops the Force parameter; the backend needs it.
         def detach_network_interface(response: ElasticNetworkInterfaces) -> ActionResult:
@@ -244,6 +288,10 @@ class Ec2Fidelity:
         ) -> Any:
             if filter_name == "attachment.status":
                 return self._status_of(eni)
+            if filter_name.startswith("tag:"):
+                # moto answers by scanning every tag in the Region (describe_tags), once per
+                # ENI and filter: quadratic in a large pool. Same answer, straight from the map.
+                return eni.ec2_backend.tags.get(eni.id, {}).get(filter_name[4:])
             return original(eni, filter_name, method_name)
 
         return get_filter_value
@@ -363,6 +411,8 @@ class Ec2Fidelity:
 
     def _terminate(self, original: Callable[[Instance], Any], instance: Instance) -> Any:
         with self._lock:
+            if instance.state == "terminated":  # TerminateInstances again: a no-op on AWS
+                return copy.copy(instance._state)
             kept = [
                 (eni, eni.attachment_id)
                 for eni in instance.nics.values()
@@ -371,6 +421,14 @@ class Ec2Fidelity:
             previous = original(instance)  # moto deletes the DeleteOnTermination=true ENIs
             # The others stay in-use on the dead instance for a while, as on AWS.
             for eni, attachment_id in kept:
+                if self._transitional.get(attachment_id) != "detaching":  # not already leaving
+                    self.left_on_termination.append(
+                        {
+                            "eni_id": eni.id,
+                            "instance_id": instance.id,
+                            "at": self._clock.monotonic(),
+                        }
+                    )
                 self._later(
                     self.release_delay, functools.partial(self._release, eni, attachment_id)
                 )

@@ -1,4 +1,5 @@
-"""moto's ASL interpreter on the sandbox clock: Wait states and Retry back-offs take scaled time.
+"""moto's ASL interpreter on the sandbox clock: Wait states and Retry back-offs take scaled time;
+and so do botocore's own retry back-offs, which the functions' SDK clients sleep through.
 
 The states, their order and the execution history stay as AWS writes them; only the real
 seconds spent waiting shrink (to nothing with the fast clock).
@@ -6,15 +7,22 @@ seconds spent waiting shrink (to nothing with the fast clock).
 
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack
 from types import SimpleNamespace
 from typing import Any
 from unittest.mock import patch
 
+import botocore.endpoint
+from antlr4 import ParserRuleContext
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import (
     WaitFunction,
 )
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 
 from enipin.sandbox.clock import Clock
 
@@ -35,3 +43,51 @@ class AslClock:
 
         stack.enter_context(patch.object(WaitFunction, "_wait_interval", wait_interval))
         stack.enter_context(patch.object(retrier_decl, "time", SimpleNamespace(sleep=clock.sleep)))
+        # An SDK retry waits its back-off in AWS time too: 2 real seconds of it are 2 seconds
+        # against a hook's heartbeat timeout, not 100 (the fast clock's 1/50).
+        stack.enter_context(
+            patch.object(botocore.endpoint, "time", SimpleNamespace(sleep=clock.sleep))
+        )
+
+
+class AslParseCache:
+    """Parse each definition once, not once per execution; and keep the engine's Lambda client.
+
+    moto lexes and parses the definition with ANTLR at every StartExecution: about 1.8 CPU
+    seconds for enipin's launch machine, which is most of what a busy sandbox spends (a 200-
+    instance scale-out is CPU-bound on it). The parse tree is kept per definition and only
+    read afterwards; each execution still gets its own evaluation components from it, as
+    before, so no state is shared between executions.
+    """
+
+    def __init__(self) -> None:
+        self._trees: dict[str, ParserRuleContext] = {}
+        self._lock = threading.Lock()
+
+    def install(self, stack: ExitStack) -> None:
+        original = AmazonStateLanguageParser.parse
+        cache = self
+
+        def parse(definition: str) -> tuple[EvalComponent, ParserRuleContext]:
+            with cache._lock:
+                tree = cache._trees.get(definition)
+            if tree is None:  # first time, or a syntax error (raised again, never kept)
+                program, tree = original(definition)
+                with cache._lock:
+                    cache._trees[definition] = tree
+                return program, tree
+            return Preprocessor().visit(tree), tree
+
+        stack.enter_context(patch.object(AmazonStateLanguageParser, "parse", staticmethod(parse)))
+        # The engine also builds a boto3 client for every Lambda task it runs (~30 ms each);
+        # one per Region and service does the same calls.
+        make_client = lambda_eval_utils.boto_client_for
+        clients: dict[tuple[str, str], Any] = {}
+
+        def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+            with cache._lock:
+                if (region, service) not in clients:
+                    clients[(region, service)] = make_client(region, service, state_credentials)
+                return clients[(region, service)]
+
+        stack.enter_context(patch.object(lambda_eval_utils, "boto_client_for", boto_client_for))

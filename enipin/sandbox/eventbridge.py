@@ -1,16 +1,21 @@
-"""EventBridge rule targets that moto does not deliver to: Step Functions and Lambda.
+"""EventBridge rule targets that moto does not deliver to: Step Functions and Lambda; and
+scheduled rules, which moto stores but never fires.
 
 moto matches rules with its real event-pattern matcher but only delivers to logs, SQS and
 buses. AWS delivers to a state machine with StartExecution (no execution name: EventBridge
-cannot give one) and to a function with an asynchronous invoke; both are modelled here.
+cannot give one) and to a function with an asynchronous invoke; both are modelled here. A
+``rate(...)`` schedule invokes its function asynchronously with a "Scheduled Event" once per
+period, the first one period after the rule is created (opt-in: ``schedule``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from contextlib import ExitStack
+from datetime import datetime
 from typing import Any
 from unittest.mock import patch
 
@@ -19,11 +24,18 @@ from moto.events.models import Rule
 from moto.stepfunctions.responses import get_backend as sfn_backend
 from moto.utilities.arns import parse_arn
 
+from enipin.sandbox.base import ACCOUNT_ID, REGION
+from enipin.sandbox.clock import Clock
+
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
 
 class EventBridgeTargets:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._closed = False
 
     def install(self, stack: ExitStack) -> None:
         original = Rule.send_to_targets
@@ -42,6 +54,35 @@ class EventBridgeTargets:
                     rule.targets = saved
 
         stack.enter_context(patch.object(Rule, "send_to_targets", send_to_targets))
+        self._closed = False
+        stack.callback(self.close)
+
+    def schedule(self, clock: Clock, rule_name: str, expression: str, function_arn: str) -> None:
+        """Fire ``rate(...)`` ``expression`` at ``function_arn`` on ``clock`` from now on."""
+        period = rate_seconds(expression)
+        rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule_name}"
+
+        def fire() -> None:
+            if self._closed:
+                return
+            event = {
+                "version": "0",
+                "id": str(uuid.uuid4()),
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": ACCOUNT_ID,
+                "time": _aws_time(clock.now()),
+                "region": REGION,
+                "resources": [rule_arn],
+                "detail": {},
+            }
+            self._deliver({"Arn": function_arn}, event)
+            clock.call_later(period, fire)
+
+        clock.call_later(period, fire)
+
+    def close(self) -> None:
+        self._closed = True
 
     def busy(self) -> bool:
         with self._lock:
@@ -76,3 +117,18 @@ class EventBridgeTargets:
             headers={"x-amz-invocation-type": "Event"},
             response_headers={},
         )
+
+
+def rate_seconds(expression: str) -> float:
+    """The period of an EventBridge ``rate(value unit)`` expression, in seconds."""
+    match = _RATE.match(expression.strip())
+    if match is None:
+        raise ValueError(f"only rate(...) schedules are modelled, not {expression!r}")
+    value, unit = int(match.group(1)), match.group(2)
+    if value < 1 or (value == 1) != (not unit.endswith("s")):
+        raise ValueError(f"{expression!r}: EventBridge wants rate(1 minute) or rate(5 minutes)")
+    return float(value * _UNIT_SECONDS[unit.rstrip("s")])
+
+
+def _aws_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

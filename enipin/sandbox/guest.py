@@ -185,7 +185,13 @@ class GuestFleet:
             return self.guest(instance_id).boots
 
     def instance(self, instance_id: str) -> Instance | None:
-        return self._ec2().get_instance_by_id(instance_id)
+        # What moto's get_instance_by_id answers, without its copy of every reservation per
+        # lookup (quadratic once a few hundred instances ask after themselves).
+        for reservation in list(self._ec2().reservations.values()):
+            for instance in reservation.instances:
+                if instance.id == instance_id:
+                    return instance
+        return None
 
     def is_running(self, instance_id: str) -> bool:
         instance = self.instance(instance_id)

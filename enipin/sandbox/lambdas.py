@@ -60,19 +60,23 @@ class _Context:
         return max(int((self._deadline - time.monotonic()) * 1000), 0)
 
 
+# The function a thread is running and the logs it writes to. Module-wide, not per sandbox:
+# a handler module's log handler keeps the stdout it first saw, which may be an earlier
+# sandbox's, and what it prints must still land in the running sandbox's logs.
+_ROUTE = threading.local()
+
+
 class _RoutedStdout(io.TextIOBase):
     """stdout that sends what a function's thread prints to that function's log."""
 
-    def __init__(self, terminal: TextIO, logs: dict[str, list[str]]) -> None:
+    def __init__(self, terminal: TextIO) -> None:
         self._terminal = terminal
-        self._logs = logs
-        self.current = threading.local()
 
     def write(self, text: str) -> int:
-        name = getattr(self.current, "function", None)
+        name = getattr(_ROUTE, "function", None)
         if name is None:
             return self._terminal.write(text)
-        self._logs[name].append(text)
+        _ROUTE.logs[name].append(text)
         return len(text)
 
     def flush(self) -> None:
@@ -108,7 +112,7 @@ class LambdaRuntime:
         stack.enter_context(patch.dict(os.environ))
         stack.enter_context(patch.object(sys, "path", list(sys.path)))
         stack.callback(self._unload)
-        self._stdout = _RoutedStdout(sys.stdout, self.logs)
+        self._stdout = _RoutedStdout(sys.stdout)
         stack.enter_context(patch.object(sys, "stdout", self._stdout))
         stack.enter_context(patch.object(warnings, "showwarning", self._show_warning))
 
@@ -126,8 +130,7 @@ class LambdaRuntime:
         code = self.functions[fn.function_name]
         handler = self._handler(fn.function_name)
         self.ledger.record_invocation(fn.function_name)
-        assert self._stdout is not None
-        self._stdout.current.function = fn.function_name
+        _ROUTE.function, _ROUTE.logs = fn.function_name, self.logs
         try:
             with calls_made_by(fn.function_name):
                 result = handler(event if event is not None else {}, _Context(fn, code))
@@ -135,7 +138,7 @@ class LambdaRuntime:
         except Exception as exc:  # the runtime reports any exception as the function's error
             return json.dumps(_error_document(exc)), True, ""
         finally:
-            self._stdout.current.function = None
+            _ROUTE.function = None
 
     def _handler(self, function_name: str) -> Callable[[Any, Any], Any]:
         with self._lock:

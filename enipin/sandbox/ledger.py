@@ -55,8 +55,9 @@ _JSON_CODE = re.compile(rb'"__type"\s*:\s*"(?:[^"#]*#)?([^"]+)"')
 
 
 @contextmanager
-def calls_made_by(name: str) -> Iterator[None]:
-    """Attribute the AWS calls of this thread to ``name`` (a Lambda function) meanwhile."""
+def calls_made_by(name: str | None) -> Iterator[None]:
+    """Attribute the AWS calls of this thread to ``name`` (a Lambda function; None: the world,
+    operators) meanwhile."""
     previous = getattr(_caller, "name", None)
     _caller.name = name
     try:
@@ -168,7 +169,8 @@ class Ledger:
             actor = waiting.pop(0) if waiting else None
         if actor is not None:
             body = request.body or b""
-            actor(parse_qs(body.decode() if isinstance(body, bytes) else body))
+            with calls_made_by(None):  # the actor's own calls are not the caller's
+                actor(parse_qs(body.decode() if isinstance(body, bytes) else body))
 
     def _throttled(self, service: str, operation: str, request: Any) -> AWSResponse | None:
         with self._lock:

@@ -241,6 +241,8 @@ class SsmFidelity:
                 if here == (self._guests.account_id, self._guests.region)
                 else []
             )
+        asked = [set(values) for field, values in conditions if field == "InstanceId"]
+        ids = [i for i in ids if all(i in values for values in asked)]  # before the look-ups
         infos = [info for info in map(self._information, ids) if info is not None]
         infos = [i for i in infos if all(i[f] in values for f, values in conditions)]
         page, token = _page(infos, response)

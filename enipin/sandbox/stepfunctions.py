@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -34,7 +35,9 @@ from moto.stepfunctions.parser.api import (
     HistoryEventType,
 )
 from moto.stepfunctions.parser.asl.component.program.program import Program
+from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
 from moto.stepfunctions.parser.asl.component.state.state_continue_with import ContinueWithNext
+from moto.stepfunctions.parser.asl.component.state.wait.state_wait import StateWait
 from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.eval.event.event_manager import EventHistoryContext
@@ -51,6 +54,7 @@ from moto.stepfunctions.responses import StepFunctionResponse
 _REDRIVABLE_PERIOD = dt.timedelta(days=14)  # counted from the end of the execution
 _REMEMBERED_TOKENS = 10  # "idempotent responses for the last 10 client tokens"
 _TOKEN_LIFETIME = dt.timedelta(minutes=15)  # "valid for up to 15 minutes after first use"
+WORKER_SETUP_SECONDS = 5.0  # real seconds a stop waits for a just-started run to set up
 
 
 class ExecutionNotRedrivable(AWSError):
@@ -247,6 +251,48 @@ class StepFunctionsFidelity:
         stack.enter_context(
             patch.object(StepFunctionsParserBackend, "stop_execution", stop_execution)
         )
+        self._install_stop(stack)
+
+    def _install_stop(self, stack: ExitStack) -> None:
+        """StopExecution aborts a RUNNING execution whatever it is doing, as on AWS.
+
+        moto sets a run up on the run's own thread after StartExecution has answered and
+        ignores a stop until then; and a stop that lands inside a Task breaks the engine's
+        evaluation (the run FAILS with States.Runtime). So a stop waits for the run to be
+        running, and one that finds it anywhere but in a Wait takes effect as the next state
+        is entered: the Task's invocation completes, as AWS lets it (it does not cancel it).
+        """
+        worker_stop = ExecutionWorker.stop
+        state_eval = CommonStateField.eval
+        pending: WeakKeyDictionary[Environment, dict[str, Any]] = WeakKeyDictionary()
+        current: WeakKeyDictionary[Environment, CommonStateField] = WeakKeyDictionary()
+        lock = threading.Lock()
+
+        def stop_worker(
+            worker: ExecutionWorker, stop_date: dt.datetime, error: str | None, cause: str | None
+        ) -> None:
+            deadline = time.monotonic() + WORKER_SETUP_SECONDS
+            while not (worker.env and worker.env.is_running()) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            env = worker.env
+            with lock:
+                if env is not None and not isinstance(current.get(env), StateWait):
+                    pending[env] = {"stop_date": stop_date, "error": error, "cause": cause}
+                    return
+            worker_stop(worker, stop_date=stop_date, error=error, cause=cause)
+
+        def eval_state(state: CommonStateField, env: Environment) -> None:
+            with lock:
+                stop = pending.pop(env, None)
+                if stop is None:
+                    current[env] = state
+            if stop is not None:
+                env.set_stop(**stop)  # the run ends here, ABORTED, before entering ``state``
+                return
+            state_eval(state, env)
+
+        stack.enter_context(patch.object(ExecutionWorker, "stop", stop_worker))
+        stack.enter_context(patch.object(CommonStateField, "eval", eval_state))
 
     # -- redrive -----------------------------------------------------------------------------
 

@@ -13,8 +13,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from enipin_core.aws import error_code, error_message
-from enipin_core.errors import DeviceIndexInUse, InstanceNotFound
+from enipin_core.errors import (
+    AwsTransientError,
+    DeviceIndexInUse,
+    EnipinError,
+    InstanceNotFound,
+    InstanceTerminating,
+)
 
+ENI_GONE = "InvalidNetworkInterfaceID.NotFound"  # deleted since it was listed
+LEAVING = frozenset({"shutting-down", "terminated"})  # instance states that never take an ENI
 # Codes EC2 gives when the chosen ENI is no longer free (or not attachable to this instance).
 TAKEN_CODES = frozenset(
     {"InvalidNetworkInterface.InUse", "InvalidParameterValue", "InvalidParameterCombination"}
@@ -159,7 +167,13 @@ def attach_first_free(
                 NetworkInterfaceId=candidate.id, InstanceId=instance.id, DeviceIndex=device_index
             )
         except ClientError as exc:
-            if error_code(exc) not in TAKEN_CODES:
+            code = error_code(exc)
+            if code == "IncorrectInstanceState":
+                raise _not_attachable(ec2, instance.id, exc) from exc
+            if code == ENI_GONE:  # deleted since it was listed: as good as taken
+                races_lost += 1
+                continue
+            if code not in TAKEN_CODES:
                 raise
             if _eni_still_free(ec2, candidate.id):
                 # EC2 refused the instance side (device index in use), not the ENI.
@@ -184,6 +198,15 @@ def attach_first_free(
             races_lost=races_lost,
         )
     return AttachOutcome(eni=None, attached_here=False, races_lost=races_lost)
+
+
+def _not_attachable(ec2: Any, instance_id: str, exc: ClientError) -> EnipinError:
+    """EC2 attaches to running and stopped instances only: one on its way out will never take
+    the ENI; one still starting will, so the state machine retries that as transient."""
+    state = describe_instance(ec2, instance_id).state
+    if state in LEAVING:
+        return InstanceTerminating(f"{instance_id} is {state}: it will take no ENI")
+    return AwsTransientError(f"{instance_id} is {state}: {error_message(exc)}")
 
 
 def _eni_still_free(ec2: Any, eni_id: str) -> bool:

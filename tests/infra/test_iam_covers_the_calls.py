@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from iam_grants import grants
 
 from enipin.sandbox import TEMPLATE, Sandbox
@@ -70,9 +71,10 @@ def actions_by_function(resources: dict[str, Any], stack: Stack) -> dict[str, se
 @pytest.fixture(scope="module")
 def observed() -> set[tuple[str, str]]:
     """The calls of a pinned launch, a metrics run and a termination, then of a launch whose
-    SSM agent never comes (heartbeats while waiting, release, abandon with CONTINUE)."""
+    SSM agent never comes (heartbeats while waiting, release, abandon with CONTINUE), then of
+    an attach EC2 refuses because the instance is going (what state is it in?)."""
     seen: set[tuple[str, str]] = set()
-    with Sandbox(azs=1, pool_per_az=1) as sb:
+    with Sandbox(azs=1, pool_per_az=2) as sb:
         sb.scale_out(1)
         sb.settle()
         response = sb.client("lambda").invoke(
@@ -92,15 +94,29 @@ def observed() -> set[tuple[str, str]]:
         sb.scale_out(1)
         sb.settle()
         seen |= calls(sb)
+    with Sandbox(azs=1, pool_per_az=1) as sb:  # terminated by hand as its ENI was attached
+        ec2 = sb.client("ec2")
+        sb.ledger.before(
+            "ec2",
+            "AttachNetworkInterface",
+            lambda params: ec2.terminate_instances(InstanceIds=params["InstanceId"]),
+        )
+        sb.scale_out(1)
+        wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
+        seen |= calls(sb)
     return {(name.removeprefix("enipin-"), action) for name, action in seen}
 
 
 def reconcile_after_drift(sb: Sandbox) -> None:
-    """The reconciler's two kinds of act: re-pin an ENI detached by hand (StartExecution),
-    release the ENI of a stopped instance (DetachNetworkInterface), re-pin once it runs."""
+    """The reconciler's three kinds of act: re-pin an ENI detached by hand (StartExecution),
+    release the ENI of a stopped instance (DetachNetworkInterface), re-pin once it runs; and
+    resume a launch whose event was lost (RecordLifecycleActionHeartbeat, StartExecution)."""
     ec2 = sb.client("ec2")
     (eni,) = ec2.describe_network_interfaces(
-        Filters=[{"Name": "tag:Type", "Values": ["Dedicated-ENI"]}]
+        Filters=[
+            {"Name": "tag:Type", "Values": ["Dedicated-ENI"]},
+            {"Name": "status", "Values": ["in-use"]},
+        ]
     )["NetworkInterfaces"]
     ec2.detach_network_interface(AttachmentId=eni["Attachment"]["AttachmentId"])
     instance = [eni["Attachment"]["InstanceId"]]
@@ -108,11 +124,17 @@ def reconcile_after_drift(sb: Sandbox) -> None:
         if drift:
             drift(InstanceIds=instance)
         sb.settle()
-        response = sb.client("lambda").invoke(
-            FunctionName="enipin-ReconcilerFunction", Payload=b"{}"
-        )
-        assert "FunctionError" not in response, response["Payload"].read()
-        sb.settle()
+        run_reconciler(sb)
+    sb.autoscaling.drop_next(1, "autoscaling:EC2_INSTANCE_LAUNCHING")  # then a lost event
+    sb.scale_out(1)
+    wait_until(lambda: bool(sb.autoscaling.pending_actions()), sb)
+    run_reconciler(sb)
+
+
+def run_reconciler(sb: Sandbox) -> None:
+    response = sb.client("lambda").invoke(FunctionName="enipin-ReconcilerFunction", Payload=b"{}")
+    assert "FunctionError" not in response, response["Payload"].read()
+    sb.settle()
 
 
 def test_every_call_a_function_makes_is_allowed_by_its_role(

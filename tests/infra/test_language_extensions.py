@@ -189,7 +189,7 @@ def test_references_to_what_the_sandbox_only_records_resolve_as_on_aws(sandbox: 
         stack.get_att("Dashboard", "Arn")
     assert stack.schedules == {
         "PublishPoolMetricsFunctionPoolMetrics": "rate(5 minutes)",
-        "ReconcilerFunctionReconcile": "rate(5 minutes)",
+        "ReconcilerFunctionReconcile": "rate(2 minutes)",
     }
 
 

@@ -231,6 +231,7 @@ def can(resources: dict[str, Any], stack: Stack, role: str, action: str) -> set[
         ("AbandonLaunchRole", "autoscaling:CompleteLifecycleAction", GROUP_ARNS),
         ("CompleteTerminationRole", "autoscaling:CompleteLifecycleAction", GROUP_ARNS),
         ("RecordHeartbeatRole", "autoscaling:RecordLifecycleActionHeartbeat", GROUP_ARNS),
+        ("ReconcilerRole", "autoscaling:RecordLifecycleActionHeartbeat", GROUP_ARNS),
         ("DispatchEventRole", "states:StartExecution", {"launch", "terminate"}),
         ("LaunchStateMachineRole", "logs:CreateLogDelivery", {"*"}),
         ("TerminateStateMachineRole", "xray:PutTraceSegments", {"*"}),

@@ -398,6 +398,23 @@ def test_heartbeat_timeout_applies_the_hooks_default_result(
     assert _ec2_state(w, instance_id) == ("running" if outcome else "terminated")
 
 
+def test_how_each_action_ended_is_recorded_as_scaling_activities_would_say(w: World) -> None:
+    """DescribeScalingActivities tells a completed action from one that timed out."""
+    _create_group(w, desired=2, hooks=[_hook(heartbeat=30, default="CONTINUE")])
+    completed, timed_out = sorted(_states(w))
+    token = _action(w, completed)["token"]
+    _complete(w, "CONTINUE", LifecycleActionToken=token)
+
+    _wait_for(lambda: _states(w).get(timed_out) == "InService")
+
+    ended = {a["instance_id"]: a for a in w.fidelity.ended_actions()}
+    assert ended[completed]["how"] == "CompleteLifecycleAction"
+    assert ended[completed]["token"] == token
+    assert ended[timed_out]["how"] == "HeartbeatTimeout"
+    assert ended[timed_out]["result"] == "CONTINUE"
+    assert ended[timed_out]["ended"] >= ended[timed_out]["deadline"]
+
+
 def test_heartbeat_extends_the_wait_by_one_heartbeat_timeout(w: World) -> None:
     _create_group(w, desired=1, hooks=[_hook(heartbeat=30)])
     instance_id = _only_instance(w)

@@ -240,6 +240,33 @@ def test_terminating_an_instance_releases_its_pooled_eni_only_after_the_release_
         assert still["Attachment"]["InstanceId"] == instance_id
         wait_until(lambda: w.eni(eni_id)["Status"] == "available")
         assert "Attachment" not in w.eni(eni_id)
+        (left,) = w.fidelity.left_on_termination
+        assert (left["eni_id"], left["instance_id"]) == (eni_id, instance_id)
+
+
+def test_an_eni_detached_before_termination_is_not_left_for_ec2_to_release() -> None:
+    with world() as w:
+        (instance_id,) = w.run()
+        eni_id = w.create_eni()
+        w.ec2.detach_network_interface(AttachmentId=w.attach(eni_id, instance_id))
+
+        w.ec2.terminate_instances(InstanceIds=[instance_id])
+
+        assert w.fidelity.left_on_termination == []
+
+
+def test_terminating_a_terminated_instance_again_succeeds_and_changes_nothing() -> None:
+    """TerminateInstances is idempotent: a second call succeeds (moto re-deleted the primary
+    ENI and failed with InvalidNetworkInterfaceID.NotFound)."""
+    with world() as w:
+        (instance_id,) = w.run()
+        w.ec2.terminate_instances(InstanceIds=[instance_id])
+
+        (again,) = w.ec2.terminate_instances(InstanceIds=[instance_id])["TerminatingInstances"]
+
+        assert again["PreviousState"]["Name"] == "terminated"
+        (reservation,) = w.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        assert reservation["Instances"][0]["State"]["Name"] == "terminated"
 
 
 def test_terminating_an_instance_deletes_enis_marked_delete_on_termination() -> None:
@@ -410,3 +437,31 @@ def test_detaching_an_eni_that_is_not_attached_fails_with_invalid_attachment_id_
 
         assert error["Code"] == "InvalidAttachmentID.NotFound"
         assert w.eni(eni_id)["Status"] == "available"
+
+
+@pytest.mark.parametrize("attach_delay", [0.0, 600.0], ids=["attached", "attaching"])
+def test_deleting_an_eni_in_use_fails_with_invalid_network_interface_in_use(
+    attach_delay: float,
+) -> None:
+    """EC2 deletes only a detached ENI: the ENI must be detached first."""
+    with world(attach_delay=attach_delay) as w:
+        (instance_id,) = w.run()
+        eni_id = w.create_eni()
+        w.attach(eni_id, instance_id)
+
+        error = error_of(lambda: w.ec2.delete_network_interface(NetworkInterfaceId=eni_id))
+
+        assert error["Code"] == "InvalidNetworkInterface.InUse"
+        assert w.eni(eni_id)["Attachment"]["InstanceId"] == instance_id
+
+
+def test_a_detached_eni_can_be_deleted() -> None:
+    with world() as w:
+        (instance_id,) = w.run()
+        eni_id = w.create_eni()
+        attachment_id = w.attach(eni_id, instance_id)
+        w.ec2.detach_network_interface(AttachmentId=attachment_id)
+
+        w.ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+
+        assert error_of(lambda: w.eni(eni_id))["Code"] == "InvalidNetworkInterfaceID.NotFound"

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
 from conftest import path_of, wait_until
 
 from enipin.sandbox import Sandbox
+from enipin.sandbox.eventbridge import rate_seconds
 from enipin.sandbox.template import TemplateError
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "mini"
@@ -122,6 +124,18 @@ def test_throttling_answers_with_aws_error_and_botocore_retries_through_it() -> 
         assert outcomes == ["RequestLimitExceeded", "RequestLimitExceeded", "ok"]
 
 
+def test_the_sdks_retry_back_off_passes_in_aws_time() -> None:
+    """Five throttled calls: botocore's standard back-off (at most 2+4+8+16+20 s) elapses on
+    the sandbox clock, not as 50 times as many AWS seconds of real sleep on the fast clock."""
+    with Sandbox(azs=1, pool_per_az=1, deploy=False) as sb:
+        sb.ledger.throttle("ec2", "DescribeVpcs", times=5)
+        config = Config(retries={"mode": "standard", "max_attempts": 6})
+        client = boto3.client("ec2", region_name="us-east-1", config=config)
+        started = sb.clock.monotonic()
+        client.describe_vpcs()
+        assert sb.clock.monotonic() - started < 50 + 20  # the back-off, plus Python's own time
+
+
 def test_throttling_beyond_the_sdk_retries_reaches_the_caller() -> None:
     with Sandbox(azs=1, pool_per_az=1, deploy=False) as sb:
         sb.ledger.throttle("ec2", "DescribeVpcs", times=10)
@@ -146,3 +160,48 @@ def test_every_named_error_is_matched_by_the_asl_or_raised_by_a_task_and_vice_ve
     assert classes <= custom | raised, classes - custom - raised
     for cls in errors.ALL_ERRORS:
         assert issubclass(cls, errors.EnipinError) and cls.__doc__
+
+
+@pytest.mark.parametrize(
+    ("expression", "seconds"),
+    [
+        ("rate(1 minute)", 60),
+        ("rate(5 minutes)", 300),
+        ("rate(2 hours)", 7200),
+        ("rate(1 day)", 86400),
+    ],
+)
+def test_rate_expressions_give_eventbridges_period(expression: str, seconds: float) -> None:
+    assert rate_seconds(expression) == seconds
+
+
+@pytest.mark.parametrize("expression", ["rate(1 minutes)", "rate(5 minute)", "cron(0 * * * ? *)"])
+def test_schedules_eventbridge_would_refuse_or_that_are_not_modelled_are_rejected(
+    expression: str,
+) -> None:
+    with pytest.raises(ValueError):
+        rate_seconds(expression)
+
+
+def test_scheduled_rules_fire_their_functions_once_per_period_only_when_asked() -> None:
+    with Sandbox(azs=1, pool_per_az=1) as sb:
+        reconciler = sb.stack.physical["ReconcilerFunction"]  # type: ignore[union-attr]
+        metrics = sb.stack.physical["PublishPoolMetricsFunction"]  # type: ignore[union-attr]
+        sb.clock.sleep(310)
+        assert sb.ledger.invocations[reconciler] == 0  # off unless a scenario asks
+        sb.run_schedules()
+        started = sb.clock.monotonic()
+        wait_until(lambda: sb.ledger.invocations[metrics] >= 2, sb, aws_seconds=900)
+        assert sb.clock.monotonic() - started >= 2 * 300  # rate(5 minutes)
+        assert sb.ledger.invocations[reconciler] >= 4  # rate(2 minutes): 120 s, 240 s, ...600 s
+
+
+def test_function_output_lands_in_the_logs_of_each_sandbox_in_turn() -> None:
+    """A handler module keeps the log handler it got in the first sandbox of the process;
+    what it prints in a later sandbox still belongs to that sandbox's function logs."""
+    for _ in range(2):
+        with Sandbox(azs=1, pool_per_az=1) as sb:
+            sb.scale_out(1)
+            sb.settle()
+            dispatcher = sb.stack.physical["DispatchEventFunction"]  # type: ignore[union-attr]
+            assert any("execution started" in line for line in sb.lambdas.logs[dispatcher])

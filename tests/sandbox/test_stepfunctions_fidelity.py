@@ -297,3 +297,40 @@ def test_an_unnamed_start_is_named_with_a_uuid(world: World) -> None:
     for arn in (first, second):
         uuid.UUID(describe(world.sb, arn)["name"])
         finish(world.sb, arn)
+
+
+def test_a_definition_is_parsed_once_and_each_execution_gets_its_own_components() -> None:
+    from contextlib import ExitStack
+
+    from moto.stepfunctions.parser.asl.parse.asl_parser import (
+        AmazonStateLanguageParser,
+        ASLParserException,
+    )
+
+    from enipin.sandbox.engine import AslParseCache
+
+    definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+    with ExitStack() as stack:
+        AslParseCache().install(stack)
+        first, tree = AmazonStateLanguageParser.parse(definition)
+        second, same_tree = AmazonStateLanguageParser.parse(definition)
+        assert same_tree is tree
+        assert second is not first  # nothing an execution changes is shared
+        for _ in range(2):  # a broken definition fails every time, it is never cached
+            with pytest.raises(ASLParserException):
+                AmazonStateLanguageParser.parse('{"StartAt": ')
+
+
+def test_an_execution_stopped_the_moment_it_started_is_aborted(world: World) -> None:
+    """AWS stops a RUNNING execution at any time; moto's run sets itself up on its own thread
+    after StartExecution answers, and stopping it before then crashed inside moto."""
+    machine = world.sb.state_machine_arn("RedriveStateMachine")
+    for i in range(10):
+        arn = world.sfn.start_execution(
+            stateMachineArn=machine,
+            name=f"stopped-at-once-{i}",
+            input=json.dumps({"key": f"at-once-{i}", "verdict": "accept", "pause": FOREVER}),
+        )["executionArn"]
+        world.sfn.stop_execution(executionArn=arn)
+        done = finish(world.sb, arn)
+        assert done["status"] == "ABORTED", (done.get("error"), done.get("cause"))

@@ -62,8 +62,8 @@ def test_launch_pins_a_verified_eni_and_continues(sandbox: Factory, flavour: str
         "attempts": {"racesLost": 0, "verificationRounds": 1},
     }
     path = path_of(sb, run["executionArn"])
-    head = path[:10]
-    loops, tail = path[10:-7], path[-7:]
+    head = path[:11]
+    loops, tail = path[11:-7], path[-7:]
     assert head == [
         "ValidateEvent",
         "IsLaunchToPin?",
@@ -73,6 +73,7 @@ def test_launch_pins_a_verified_eni_and_continues(sandbox: Factory, flavour: str
         "IsEniFree?",
         "AttachEni",
         "IsEniAttached?",
+        "WaitForAttachment",  # attaching takes seconds: no look before the first wait
         "CheckAttachment",
         "IsAttachmentReady?",
     ]
@@ -186,6 +187,54 @@ def test_lost_race_moves_to_another_eni(sandbox: Factory) -> None:
     }
 
 
+def test_a_candidate_deleted_by_hand_just_before_its_attach_is_passed_over(
+    sandbox: Factory,
+) -> None:
+    sb = sandbox(azs=1, pool_per_az=2)
+    ec2 = sb.client("ec2")
+    deleted: list[str] = []
+
+    def operator_deletes_it(params: dict[str, list[str]]) -> None:
+        deleted.append(params["NetworkInterfaceId"][0])
+        ec2.delete_network_interface(NetworkInterfaceId=deleted[0])
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", operator_deletes_it)
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    eni = assert_pinned(sb, instance_id)
+    assert eni["NetworkInterfaceId"] != deleted[0]
+    run = only_execution(sb, instance_id)
+    assert json.loads(run["output"])["attempts"]["racesLost"] == 1
+    assert sb.ledger.by_operation(outcome="InvalidNetworkInterfaceID.NotFound") == {
+        "ec2.AttachNetworkInterface": 1
+    }
+
+
+def test_an_instance_terminated_through_ec2_just_before_its_attach_fails_named(
+    sandbox: Factory,
+) -> None:
+    """EC2 refuses the attach (IncorrectInstanceState): the run names why and touches no ENI."""
+    sb = sandbox(azs=1, pool_per_az=2)
+    ec2 = sb.client("ec2")
+
+    def terminated_by_hand(params: dict[str, list[str]]) -> None:
+        ec2.terminate_instances(InstanceIds=[params["InstanceId"][0]])
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", terminated_by_hand)
+    sb.scale_out(1)
+    instance_id, run = abandoned_run(sb)
+    assert run["error"] == "InstanceTerminating"
+    assert path_of(sb, run["executionArn"])[-4:] == [
+        "AttachEni",
+        "ReleaseEni",
+        "AbandonLaunch",
+        "LaunchFailed",
+    ]
+    assert pool_enis_on(sb, instance_id) == []
+    assert_no_eni_doubled(sb)
+
+
 def test_throttling_bursts_are_absorbed(sandbox: Factory) -> None:
     sb = sandbox(azs=2, pool_per_az=3)
     sb.ledger.throttle("ec2", "DescribeNetworkInterfaces", times=12)
@@ -212,6 +261,31 @@ def test_a_burst_beyond_the_sdk_retries_is_retried_by_the_state_machine(sandbox:
     run = only_execution(sb, instance_id)
     assert "AwsThrottled" in history_errors(sb, run["executionArn"])
     assert run["status"] == "SUCCEEDED"
+
+
+def test_a_lambda_outage_at_validate_event_gives_the_action_up_instead_of_leaving_it(
+    sandbox: Factory,
+) -> None:
+    """Seven throttled invocations: ValidateEvent's Retry is spent, the run reads the action
+    from the event and completes it, so the hook's timeout never has to."""
+    sb = sandbox(azs=1, pool_per_az=1)
+    sb.ledger.throttle("lambda", "Invoke", times=7)
+    sb.scale_out(1)
+    wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
+    (run,) = (describe(sb, e["executionArn"]) for e in sb.executions())
+    assert run["error"] == "Lambda.TooManyRequestsException"
+    assert path_of(sb, run["executionArn"]) == [
+        "ValidateEvent",
+        "HasActionInEvent?",
+        "ReadActionFromEvent",
+        "AbandonLaunch",
+        "LaunchFailed",
+    ]
+    (ended, *_) = sb.autoscaling.ended_actions()
+    assert (ended["how"], ended["result"]) == ("CompleteLifecycleAction", "ABANDON")
+    sb.settle()  # the replacement is pinned
+    (replacement,) = in_service(sb)
+    assert_pinned(sb, replacement)
 
 
 def test_slow_ssm_agent_is_waited_for_with_lifecycle_heartbeats(sandbox: Factory) -> None:

@@ -144,3 +144,44 @@ def test_a_dry_run_lists_the_repairs_and_changes_nothing(sandbox: Factory) -> No
     sb.settle()
     assert sb.executions() == []
     assert pool_enis_on(sb, in_service(sb)[0]) == []
+
+
+def test_on_its_schedule_the_reconciler_recovers_a_dropped_launch_event(
+    sandbox: Factory,
+) -> None:
+    """EventBridge fires the stack's scheduled rules: nobody invokes the reconciler."""
+    sb = sandbox(azs=1, pool_per_az=2)
+    sb.autoscaling.drop_next(1, LAUNCHING)
+    sb.run_schedules()
+    sb.scale_out(1)
+    wait_until(lambda: len(group_instances(sb)) == 1, sb)
+    (instance_id,) = group_instances(sb)
+
+    wait_until(lambda: in_service(sb) == [instance_id], sb, aws_seconds=900)
+
+    (run,) = sb.executions()
+    assert path_of(sb, run["executionArn"])[-2:] == ["CompleteLaunch", "LaunchPinned"]
+    (ended,) = sb.autoscaling.ended_actions()
+    assert ended["how"] == "CompleteLifecycleAction"
+    assert ended["ended"] >= 120.0  # the first round: one period (2 minutes) after the deploy
+    assert_converged(sb)
+
+
+def test_a_resumed_action_gets_a_heartbeat_before_its_workflow_starts(sandbox: Factory) -> None:
+    """The event was lost 200 s ago with a 240 s heartbeat timeout, and the agent needs 330 s:
+    the workflow's own first heartbeat (half a timeout into it) would come after the hook had
+    already given up, so the round heartbeats the action as it resumes it."""
+    sb = sandbox(azs=1, pool_per_az=2, agent_delay=330, parameters={"HookHeartbeatTimeout": 240})
+    sb.autoscaling.drop_next(1, LAUNCHING)
+    sb.scale_out(1)
+    wait_until(lambda: len(group_instances(sb)) == 1, sb)
+    (instance_id,) = group_instances(sb)
+    sb.clock.sleep(200)
+
+    assert kinds(reconcile(sb)) == [("RESUME", instance_id)]
+    sb.settle()
+
+    assert in_service(sb) == [instance_id]
+    (ended,) = sb.autoscaling.ended_actions()
+    assert (ended["how"], ended["result"]) == ("CompleteLifecycleAction", "CONTINUE")
+    assert_converged(sb)

@@ -1,0 +1,733 @@
+"""``enipin chaos``: seeded sequences of scale events and faults against the deployed stack in
+the sandbox, then the invariants EC2, Auto Scaling and Step Functions must show.
+
+A run's seed fixes its plan: which faults, in which order, with which parameters and how long
+apart (``plan``). Thread timing inside the sandbox is not seeded, as it is not on AWS, so a
+replay of a seed repeats the same story with the same faults, not the same interleaving.
+
+While a run goes on, after every step:
+
+* ``eni_on_two_instances``: an ENI listed on two instances, or an instance with two pool ENIs;
+* ``pool_eni_left_on_terminated_instance``: an instance terminated by its group still carried
+  a pool ENI, which only EC2 then released (an instance terminated through EC2 by hand is
+  exempt: no hook ran for it);
+* ``lifecycle_action_timed_out``: an action ended by its heartbeat or global timeout instead
+  of a CompleteLifecycleAction.
+
+Once the run settles and the reconciler has had its round:
+
+* ``in_service_without_one_pool_eni``: every InService instance carries exactly one pool ENI;
+* ``lifecycle_action_pending``: no action still waits (nor did the world fail to settle);
+* ``failed_without_named_error``: every FAILED or TIMED_OUT execution ends in an error the
+  state machines name (an enipin error or an AWS error a Retry or Catch names), not a crash.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:  # the sandbox (moto) is imported when a run starts, not with the CLI
+    from enipin.sandbox import Sandbox
+
+REGION = "us-east-1"  # the sandbox's
+LAUNCH, TERMINATE = "launch", "terminate"
+TRANSITIONS = {
+    LAUNCH: "autoscaling:EC2_INSTANCE_LAUNCHING",
+    TERMINATE: "autoscaling:EC2_INSTANCE_TERMINATING",
+}
+# Every fault a plan draws from, in the order the report lists them.
+FAULTS = (
+    "scale_out",
+    "scale_in",
+    "duplicate_event",
+    "drop_event",
+    "throttle_burst",
+    "slow_agent",
+    "absent_agent",
+    "nic_never_up",
+    "nic_down",
+    "eni_detached_by_hand",
+    "eni_deleted_by_hand",
+    "terminated_mid_workflow",
+    "execution_failed_replayed",
+)
+INVARIANTS = (
+    "eni_on_two_instances",
+    "pool_eni_left_on_terminated_instance",
+    "lifecycle_action_timed_out",
+    "in_service_without_one_pool_eni",
+    "lifecycle_action_pending",
+    "failed_without_named_error",
+    "run_crashed",  # the run itself raised: a call the world refused, or a bug here
+)
+# Calls the functions make that a burst throttles (botocore's service name, operation).
+THROTTLED = (
+    ("ec2", "DescribeNetworkInterfaces"),
+    ("ec2", "AttachNetworkInterface"),
+    ("ec2", "DetachNetworkInterface"),
+    ("ec2", "DescribeInstances"),
+    ("auto-scaling", "CompleteLifecycleAction"),
+    ("auto-scaling", "RecordLifecycleActionHeartbeat"),
+    ("auto-scaling", "DescribeAutoScalingInstances"),
+    ("ssm", "SendCommand"),
+    ("ssm", "GetCommandInvocation"),
+    ("ssm", "DescribeInstanceInformation"),
+    ("sfn", "StartExecution"),
+    ("lambda", "Invoke"),
+)
+AZS, POOL_PER_AZ, MAX_DESIRED = 2, 6, 6
+# ENIs a plan deletes at most: an AZ then still has a free ENI for a replacement while EC2
+# holds another on an instance terminated by hand.
+MAX_DELETED = 2
+# Faults that may launch an instance for the purpose: at the group's maximum, room is made first.
+LAUNCHES_ONE = frozenset(FAULTS) - {"scale_out", "scale_in"}
+MIN_STEPS, MAX_STEPS = 3, 6  # faults after the first scale-out
+# The template's own heartbeat timeout, so that a timeout here is one on AWS; shorter agent and
+# pool waits than the defaults keep a run short without changing what the workflow does.
+PARAMETERS = {"HookHeartbeatTimeout": 300, "AgentWaitSeconds": 180, "PoolWaitSeconds": 180}
+RELEASE_DELAY = 120.0  # AWS seconds EC2 takes to free the ENI of a terminated instance
+TARGET_WAIT = 240.0  # AWS seconds a mid-flight fault waits for its moment
+SETTLE_TIMEOUT = 2400.0
+# The world's own calls retry like an operator's tooling: a throttling burst is for the stack.
+OBSERVER = Config(retries={"mode": "standard", "max_attempts": 20})
+GENERIC_ERRORS = frozenset({"States.ALL", "States.TaskFailed", "States.Runtime"})
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    fault: str
+    params: dict[str, Any]
+    gap: float  # AWS seconds waited after the step, before the next one
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.fault}({args})"
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    step: int | None  # the step after which it was first seen; None: once the run settled
+    detail: str
+
+
+@dataclass
+class RunResult:
+    seed: int
+    steps: list[Step]
+    injected: list[str]  # the faults that found their moment (a mid-flight one may not)
+    notes: list[str]
+    violations: list[Violation]
+    executions: dict[str, int]  # status -> count, both state machines
+    wall_seconds: float
+    aws_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "steps": [{**asdict(s), "text": s.describe()} for s in self.steps],
+            "reproduce": f"enipin chaos --runs 1 --seed {self.seed}",
+        }
+
+
+@dataclass(frozen=True)
+class FaultRow:
+    fault: str
+    injected: int
+    runs: int
+    survived: int  # runs with the fault and no violation
+    violations: int  # violations in runs with the fault
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    runs: list[RunResult]
+    wall_seconds: float
+    jobs: int
+    parameters: dict[str, Any] = field(default_factory=lambda: dict(PARAMETERS))
+
+    @property
+    def violations(self) -> list[tuple[int, Violation]]:
+        return [(r.seed, v) for r in self.runs for v in r.violations]
+
+    def table(self) -> list[FaultRow]:
+        rows = []
+        for fault in FAULTS:
+            hit = [r for r in self.runs if fault in r.injected]
+            rows.append(
+                FaultRow(
+                    fault=fault,
+                    injected=sum(r.injected.count(fault) for r in hit),
+                    runs=len(hit),
+                    survived=sum(1 for r in hit if not r.violations),
+                    violations=sum(len(r.violations) for r in hit),
+                )
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "runs": len(self.runs),
+            "jobs": self.jobs,
+            "world": {"azs": AZS, "pool_per_az": POOL_PER_AZ, "max_desired": MAX_DESIRED},
+            "parameters": self.parameters,
+            "faults": [asdict(row) for row in self.table()],
+            "violations": [
+                {"seed": seed, **asdict(v), "reproduce": f"enipin chaos --runs 1 --seed {seed}"}
+                for seed, v in self.violations
+            ],
+            "wall_seconds": round(self.wall_seconds, 1),
+            "results": [r.to_dict() for r in self.runs],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+def plan(seed: int) -> list[Step]:
+    """The run ``seed`` stands for: a scale-out, then faults drawn at random, with gaps."""
+    rng = random.Random(seed)
+    desired, deleted = 0, 0
+    steps: list[Step] = []
+    faults = ["scale_out"] + [rng.choice(FAULTS) for _ in range(rng.randint(MIN_STEPS, MAX_STEPS))]
+    for fault in faults:
+        if fault == "eni_deleted_by_hand" and deleted >= MAX_DELETED:
+            fault = "eni_detached_by_hand"
+        if (fault, desired) in (("scale_in", 0), ("scale_out", MAX_DESIRED)):
+            fault = "scale_in" if desired else "scale_out"
+        if fault in LAUNCHES_ONE and desired == MAX_DESIRED:  # make room first
+            steps.append(_step(rng, len(steps), "scale_in", desired))
+            desired = _desired_after("scale_in", steps[-1].params, desired)
+        steps.append(_step(rng, len(steps), fault, desired))
+        desired = _desired_after(fault, steps[-1].params, desired)
+        deleted += fault == "eni_deleted_by_hand"
+    return steps
+
+
+def _step(rng: random.Random, index: int, fault: str, desired: int) -> Step:
+    params = _params(rng, fault, desired)
+    return Step(index, fault, params, gap=round(rng.uniform(0.0, 90.0), 1))
+
+
+def _params(rng: random.Random, fault: str, desired: int) -> dict[str, Any]:
+    room = MAX_DESIRED - desired
+    transition = rng.choice((LAUNCH, TERMINATE)) if desired else LAUNCH
+    choices: dict[str, Callable[[], dict[str, Any]]] = {
+        "scale_out": lambda: {"count": min(rng.randint(1, 3), room)},
+        "scale_in": lambda: {"count": rng.randint(1, min(2, desired))},
+        "duplicate_event": lambda: {
+            "transition": transition,
+            "delay": round(rng.uniform(0.0, 60.0), 1),
+        },
+        "drop_event": lambda: {"transition": transition},
+        "throttle_burst": lambda: dict(
+            zip(("service", "operation"), rng.choice(THROTTLED), strict=True),
+            times=rng.randint(3, 15),
+        ),
+        "slow_agent": lambda: {"agent_delay": round(rng.uniform(60.0, 240.0), 1)},
+        "absent_agent": dict,
+        "nic_never_up": dict,
+        "nic_down": lambda: {"fault": rng.choice(("nic_down", "no_address"))},
+        "eni_detached_by_hand": lambda: {
+            "target": rng.choice(("launching", "in_service")),
+            "force": rng.random() < 0.5,
+        },
+        "eni_deleted_by_hand": lambda: {"target": rng.choice(("launching", "in_service"))},
+        "terminated_mid_workflow": lambda: _termination(rng, desired),
+        "execution_failed_replayed": lambda: {
+            "how": rng.choice(("stopped", "lambda_outage")),
+            "throttles": rng.randint(7, 14),  # 7: more than one Task's Retry absorbs
+            "after": round(rng.uniform(0.0, 60.0), 1),
+            "replay_after": round(rng.uniform(30.0, 240.0), 1),
+        },
+    }
+    return choices[fault]()
+
+
+def _termination(rng: random.Random, desired: int) -> dict[str, Any]:
+    during = rng.choice((LAUNCH, TERMINATE)) if desired else LAUNCH
+    via = rng.choice(("autoscaling", "ec2")) if during == LAUNCH else "ec2"
+    params: dict[str, Any] = {"during": during, "via": via, "after": round(rng.uniform(0, 60), 1)}
+    if via == "autoscaling":
+        params["decrement"] = rng.random() < 0.5
+    return params
+
+
+def _desired_after(fault: str, params: dict[str, Any], desired: int) -> int:
+    """The group's desired capacity once the step has acted (what later steps may assume)."""
+    if fault == "scale_out":
+        return desired + int(params["count"])
+    if fault == "scale_in":
+        return desired - int(params["count"])
+    if fault in ("duplicate_event", "drop_event"):
+        return desired + (1 if params["transition"] == LAUNCH else -1)
+    if fault == "terminated_mid_workflow" and params["during"] == TERMINATE:
+        return desired - 1  # it scales in one to have a termination to interrupt
+    if fault == "terminated_mid_workflow" and params.get("decrement"):
+        return desired  # one launched for it, and the termination took it back
+    in_service = fault.startswith("eni_") and params["target"] == "in_service"
+    return desired if in_service else min(desired + 1, MAX_DESIRED)
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def run_chaos(
+    seed: int,
+    runs: int,
+    jobs: int = 1,
+    guest_mode: str = "model",
+    progress: Callable[[RunResult], None] = lambda _: None,
+) -> ChaosReport:
+    """Runs ``seed`` .. ``seed + runs - 1``, ``jobs`` at a time (a process each: moto's
+    backends are per process)."""
+    started = time.monotonic()
+    seeds = range(seed, seed + runs)
+    results: list[RunResult] = []
+    if jobs <= 1:
+        for s in seeds:
+            results.append(run_one(s, guest_mode))
+            progress(results[-1])
+    else:
+        # spawned, not forked: a fork would copy whatever threads and locks this process holds
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            for result in pool.map(run_one, seeds, [guest_mode] * runs):
+                results.append(result)
+                progress(result)
+    return ChaosReport(seed, results, time.monotonic() - started, jobs)
+
+
+def run_one(seed: int, guest_mode: str = "model") -> RunResult:
+    from enipin.sandbox import Sandbox
+
+    steps = plan(seed)
+    started = time.monotonic()
+    with Sandbox(
+        azs=AZS,
+        pool_per_az=POOL_PER_AZ,
+        max_size=MAX_DESIRED + 2,
+        parameters=dict(PARAMETERS),
+        release_delay=RELEASE_DELAY,
+        guest_mode=guest_mode,
+    ) as sb:
+        world = ChaosWorld(sb)
+        sb.run_schedules()  # the reconciler and the pool metrics on their schedules, as deployed
+        step: Step | None = None
+        try:
+            for step in steps:
+                world.act(step)
+                world.check_always(step.index)
+                sb.clock.sleep(step.gap)
+            step = None
+            world.converge()
+            world.check_always(None)
+            world.check_converged()
+        except Exception as exc:  # one broken run must not hide the others' results
+            where = None if step is None else step.index
+            world.flag("run_crashed", where, f"{type(exc).__name__}: {exc}")
+        return RunResult(
+            seed=seed,
+            steps=steps,
+            injected=world.injected,
+            notes=world.notes,
+            violations=world.violations,
+            executions=world.execution_statuses(),
+            wall_seconds=round(time.monotonic() - started, 1),
+            aws_seconds=round(sb.clock.monotonic(), 1),
+        )
+
+
+class ChaosWorld:
+    """One run's view of the sandbox: acting on it as operators and AWS would, and checking
+    it through the AWS APIs (plus what Auto Scaling and EC2 record of how things ended)."""
+
+    def __init__(self, sb: Sandbox) -> None:
+        self.sb = sb
+        self.ec2 = _client("ec2")
+        self.asg = _client("autoscaling")
+        self.sfn = _client("stepfunctions")
+        self.injected: list[str] = []
+        self.notes: list[str] = []
+        self.violations: list[Violation] = []
+        self.seen: set[tuple[str, str]] = set()  # (invariant, detail) already reported
+        self.by_hand: set[str] = set()  # instances terminated through EC2 by the run
+        self.pool_ids = {e["NetworkInterfaceId"] for e in self.pool()}
+
+    # -- acting ------------------------------------------------------------------------------
+
+    def act(self, step: Step) -> None:
+        done = getattr(self, f"_{step.fault}")(step.params)
+        if done is False:
+            self.notes.append(f"step {step.index} {step.describe()}: no moment came")
+        else:
+            self.injected.append(step.fault)
+
+    def _scale_out(self, params: dict[str, Any]) -> list[str]:
+        before = set(self.members())
+        count = min(int(params["count"]), MAX_DESIRED - self.sb.desired())
+        if count > 0:
+            self.sb.scale_to(self.sb.desired() + count)
+        return sorted(set(self.members()) - before)
+
+    def _scale_in(self, params: dict[str, Any]) -> bool:
+        count = min(int(params["count"]), self.sb.desired())
+        if count <= 0:
+            return False
+        self.sb.scale_to(self.sb.desired() - count)
+        return True
+
+    def _one_more(self) -> list[str]:
+        return self._scale_out({"count": 1})
+
+    def _duplicate_event(self, params: dict[str, Any]) -> bool:
+        transition = params["transition"]
+        self.sb.autoscaling.duplicate_next(1, TRANSITIONS[transition], delay=params["delay"])
+        return self._scale_for(transition)
+
+    def _drop_event(self, params: dict[str, Any]) -> bool:
+        self.sb.autoscaling.drop_next(1, TRANSITIONS[params["transition"]])
+        return self._scale_for(params["transition"])
+
+    def _scale_for(self, transition: str) -> bool:
+        if transition == LAUNCH:
+            return bool(self._one_more())
+        return self._scale_in({"count": 1})
+
+    def _throttle_burst(self, params: dict[str, Any]) -> bool:
+        self.sb.ledger.throttle(params["service"], params["operation"], times=params["times"])
+        self._one_more()
+        return True
+
+    def _slow_agent(self, params: dict[str, Any]) -> bool:
+        # The delay is taken at boot, which the scale-out does: only this instance is slow
+        # (its replacement, if it is abandoned, boots like any other).
+        usual, self.sb.ssm.agent_delay = self.sb.ssm.agent_delay, float(params["agent_delay"])
+        try:
+            return bool(self._one_more())
+        finally:
+            self.sb.ssm.agent_delay = usual
+
+    def _guest_fault(self, fault: str) -> bool:
+        new = self._one_more()
+        for instance_id in new:
+            self.sb.guests.set_faults(instance_id, {fault})
+        return bool(new)
+
+    def _absent_agent(self, params: dict[str, Any]) -> bool:
+        return self._guest_fault("agent_absent")
+
+    def _nic_never_up(self, params: dict[str, Any]) -> bool:
+        return self._guest_fault("nic_absent")
+
+    def _nic_down(self, params: dict[str, Any]) -> bool:
+        return self._guest_fault(params["fault"])
+
+    def _eni_detached_by_hand(self, params: dict[str, Any]) -> bool:
+        target = self._eni_target(params["target"])
+        if target is None:
+            return False
+        self._detach(target, force=bool(params["force"]))
+        return True
+
+    def _eni_deleted_by_hand(self, params: dict[str, Any]) -> bool:
+        target = self._eni_target(params["target"])
+        if target is None:
+            return False
+        self._detach(target, force=True)
+        eni_id = target["NetworkInterfaceId"]
+        if not self.wait(lambda: self.eni_status(eni_id) == "available", 60.0):
+            self.notes.append(f"{eni_id} taken again before it could be deleted")
+            return True
+        try:
+            self.ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+        except ClientError as exc:  # attached again in between: EC2 refuses, as it should
+            self.notes.append(f"delete {eni_id}: {_code(exc)}")
+        return True
+
+    def _eni_target(self, target: str) -> dict[str, Any] | None:
+        """A pool ENI on an instance still launching (attached, not yet verified), or on an
+        InService one."""
+        if target == "launching":
+            new = set(self._one_more())
+
+            def attached_to_new() -> dict[str, Any] | None:
+                return next((e for e in self.pool() if _holder(e) in new), None)
+
+            return self.wait_for(attached_to_new, TARGET_WAIT)
+
+        def on_in_service() -> dict[str, Any] | None:
+            states = self.members()
+            return next(
+                (e for e in self.pool() if states.get(_holder(e) or "") == "InService"), None
+            )
+
+        return self.wait_for(on_in_service, TARGET_WAIT)
+
+    def _detach(self, eni: dict[str, Any], *, force: bool) -> None:
+        try:
+            self.ec2.detach_network_interface(
+                AttachmentId=eni["Attachment"]["AttachmentId"], Force=force
+            )
+        except ClientError as exc:  # already detached by the workflow itself
+            self.notes.append(f"detach {eni['NetworkInterfaceId']}: {_code(exc)}")
+
+    def _terminated_mid_workflow(self, params: dict[str, Any]) -> bool:
+        if params["during"] == TERMINATE:
+            before = self.members()
+            if not self._scale_in({"count": 1}):
+                return False
+            victim = self.wait_for(lambda: self._terminating(before), TARGET_WAIT)
+        else:
+            new = self._one_more()
+            victim = new[0] if new and self.wait_for(lambda: self._run_for(new[0]), 60) else None
+        if victim is None:
+            return False
+        self.sb.clock.sleep(float(params["after"]))
+        if params["via"] == "ec2":
+            self.by_hand.add(victim)
+            self.ec2.terminate_instances(InstanceIds=[victim])
+            return True
+        try:
+            self.asg.terminate_instance_in_auto_scaling_group(
+                InstanceId=victim, ShouldDecrementDesiredCapacity=bool(params["decrement"])
+            )
+        except ClientError as exc:  # it already left (abandoned meanwhile)
+            self.notes.append(f"terminate {victim}: {_code(exc)}")
+        return True
+
+    def _terminating(self, before: dict[str, str]) -> str | None:
+        states = self.members()
+        return next(
+            (i for i in sorted(before) if states.get(i, "").startswith("Terminating")), None
+        )
+
+    def _execution_failed_replayed(self, params: dict[str, Any]) -> bool:
+        if params["how"] == "lambda_outage":
+            self.sb.ledger.throttle("lambda", "Invoke", times=int(params["throttles"]))
+            self._one_more()
+        else:
+            new = self._one_more()
+            run = self.wait_for(lambda: self._run_for(new[0]), 60) if new else None
+            if run is None:
+                return False
+            self.sb.clock.sleep(float(params["after"]))
+            try:
+                self.sfn.stop_execution(executionArn=run, error="OperatorStopped", cause="chaos")
+            except ClientError as exc:
+                self.notes.append(f"stop {run}: {_code(exc)}")
+        self.sb.clock.sleep(float(params["replay_after"]))
+        self.notes.append("replay --failed: " + self.operator("executions", "replay", "--failed"))
+        return True
+
+    def _run_for(self, instance_id: str) -> str | None:
+        """The ARN of a running launch execution for ``instance_id``."""
+        for execution in self.sb.executions("LaunchStateMachine"):
+            if execution["status"] == "RUNNING" and execution["name"].startswith(instance_id):
+                return str(execution["executionArn"])
+        return None
+
+    def operator(self, *args: str) -> str:
+        """An operator's ``enipin`` command, in this process (where the sandbox answers)."""
+        from click.testing import CliRunner
+
+        from enipin.cli import main
+
+        result = CliRunner().invoke(main, ["--region", REGION, *args, "--json"])
+        return "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
+
+    # -- settling and checking ---------------------------------------------------------------
+
+    def converge(self) -> None:
+        """Quiet, then a reconciler round (as its schedule would run one), then quiet again."""
+        for _ in range(2):
+            if not self.settle():
+                return
+            self.notes.append("reconcile: " + self.operator("reconcile"))
+        self.settle()
+
+    def settle(self) -> bool:
+        from enipin.sandbox import SettleTimeout
+
+        try:
+            self.sb.settle(timeout=SETTLE_TIMEOUT, quiet=30.0)
+        except SettleTimeout:
+            pending = self.sb.autoscaling.pending_actions()
+            self.flag(
+                "lifecycle_action_pending",
+                None,
+                f"the world did not settle in {SETTLE_TIMEOUT:.0f} s: "
+                f"{len(pending)} actions pending, {self.sb.running_executions()} runs",
+            )
+            return False
+        return True
+
+    def check_always(self, step: int | None) -> None:
+        self._check_enis_single(step)
+        self._check_released_before_termination(step)
+        self._check_actions_completed(step)
+
+    def _check_enis_single(self, step: int | None) -> None:
+        holders: dict[str, list[str]] = {}
+        for instance in self.instances():
+            for nic in instance.get("NetworkInterfaces", []):
+                holders.setdefault(nic["NetworkInterfaceId"], []).append(instance["InstanceId"])
+        for eni_id, instances in holders.items():
+            if len(instances) > 1:
+                self.flag("eni_on_two_instances", step, f"{eni_id} on {sorted(instances)}")
+        on: Counter[str] = Counter(h for e in self.pool() if (h := _holder(e)))
+        for instance_id, count in on.items():
+            if count > 1:
+                self.flag("eni_on_two_instances", step, f"{instance_id} has {count} pool ENIs")
+
+    def _check_released_before_termination(self, step: int | None) -> None:
+        for left in self.sb.ec2.left_on_termination:
+            if left["eni_id"] in self.pool_ids and left["instance_id"] not in self.by_hand:
+                self.flag(
+                    "pool_eni_left_on_terminated_instance",
+                    step,
+                    f"{left['eni_id']} on {left['instance_id']}",
+                )
+
+    def _check_actions_completed(self, step: int | None) -> None:
+        for action in self.sb.autoscaling.ended_actions():
+            if action["how"] in ("HeartbeatTimeout", "GlobalTimeout"):
+                self.flag(
+                    "lifecycle_action_timed_out",
+                    step,
+                    f"{action['transition'].split('_')[-1].lower()} of "
+                    f"{action['instance_id']}: {action['how']}, {action['result']} applied",
+                )
+
+    def check_converged(self) -> None:
+        states = self.members()
+        on: Counter[str] = Counter(h for e in self.pool() if (h := _holder(e)))
+        for instance_id, state in sorted(states.items()):
+            if state == "InService" and on[instance_id] != 1:
+                self.flag(
+                    "in_service_without_one_pool_eni",
+                    None,
+                    f"{instance_id} has {on[instance_id]}",
+                )
+        for action in self.sb.autoscaling.pending_actions():
+            self.flag(
+                "lifecycle_action_pending",
+                None,
+                f"{action['instance_id']} {action['transition']} since {action['started']:.0f} s",
+            )
+        named = self._named_errors()
+        for machine in ("LaunchStateMachine", "TerminateStateMachine"):
+            for execution in self.sb.executions(machine):
+                if execution["status"] not in ("FAILED", "TIMED_OUT"):
+                    continue
+                found = self.sfn.describe_execution(executionArn=execution["executionArn"])
+                if found.get("error") not in named:
+                    cause = str(found.get("cause") or "")[:300]
+                    detail = f"{execution['name']}: {found.get('error')}: {cause}"
+                    self.flag("failed_without_named_error", None, detail)
+
+    def _named_errors(self) -> set[str]:
+        """enipin's error catalogue, and every error a Retry or Catch of the deployed state
+        machines names (AWS's own, such as Lambda.TooManyRequestsException)."""
+        names = _catalogue()
+        for machine in ("LaunchStateMachine", "TerminateStateMachine"):
+            definition = json.loads(
+                self.sfn.describe_state_machine(stateMachineArn=self.sb.state_machine_arn(machine))[
+                    "definition"
+                ]
+            )
+            for state in definition["States"].values():
+                for rule in state.get("Retry", []) + state.get("Catch", []):
+                    names.update(rule["ErrorEquals"])
+        return names - GENERIC_ERRORS
+
+    def flag(self, invariant: str, step: int | None, detail: str) -> None:
+        if (invariant, detail) not in self.seen:
+            self.seen.add((invariant, detail))
+            self.violations.append(Violation(invariant, step, detail))
+
+    # -- reading the world -------------------------------------------------------------------
+
+    def members(self) -> dict[str, str]:
+        """Instance id -> lifecycle state, for the group's instances."""
+        groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.sb.group_name])[
+            "AutoScalingGroups"
+        ]
+        return {i["InstanceId"]: i["LifecycleState"] for g in groups for i in g["Instances"]}
+
+    def pool(self) -> list[dict[str, Any]]:
+        tag = self.sb.spec
+        pages = self.ec2.get_paginator("describe_network_interfaces").paginate(
+            Filters=[{"Name": f"tag:{tag.pool_tag_key}", "Values": [tag.pool_tag_value]}]
+        )
+        return [eni for page in pages for eni in page["NetworkInterfaces"]]
+
+    def instances(self) -> Iterator[dict[str, Any]]:
+        for page in self.ec2.get_paginator("describe_instances").paginate():
+            for reservation in page["Reservations"]:
+                yield from reservation["Instances"]
+
+    def eni_status(self, eni_id: str) -> str | None:
+        return next(
+            (str(e["Status"]) for e in self.pool() if e["NetworkInterfaceId"] == eni_id), None
+        )
+
+    def execution_statuses(self) -> dict[str, int]:
+        statuses: Counter[str] = Counter()
+        for machine in ("LaunchStateMachine", "TerminateStateMachine"):
+            statuses.update(e["status"] for e in self.sb.executions(machine))
+        return dict(sorted(statuses.items()))
+
+    def wait(self, predicate: Callable[[], bool], aws_seconds: float) -> bool:
+        return self.wait_for(lambda: predicate() or None, aws_seconds) is not None
+
+    def wait_for(self, probe: Callable[[], Any], aws_seconds: float) -> Any:
+        deadline = self.sb.clock.monotonic() + aws_seconds
+        while self.sb.clock.monotonic() < deadline:
+            found = probe()
+            if found:
+                return found
+            self.sb.clock.sleep(1.0)
+        return None
+
+
+def _client(service: str) -> Any:
+    return boto3.client(service, region_name=REGION, config=OBSERVER)
+
+
+def _catalogue() -> set[str]:
+    """The names in ``ALL_ERRORS`` of the functions' error module (it imports nothing)."""
+    from enipin.sandbox import PROJECT_ROOT
+
+    path = PROJECT_ROOT / "tasks" / "enipin_core" / "errors.py"
+    spec = importlib.util.spec_from_file_location("enipin_errors_catalogue", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {error.__name__ for error in module.ALL_ERRORS}
+
+
+def _holder(eni: dict[str, Any]) -> str | None:
+    return (eni.get("Attachment") or {}).get("InstanceId")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "ClientError"))

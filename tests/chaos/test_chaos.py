@@ -1,0 +1,137 @@
+"""`enipin chaos`: a seed fixes a run's plan; the checks catch each kind of violation when one is
+planted by hand; and a small batch, as `make test` runs it, ends with none."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import in_service, pool_enis_on
+
+from enipin import chaos
+from enipin.chaos import FAULTS, INVARIANTS, MAX_DESIRED, ChaosWorld, plan
+from enipin.cli import main
+from enipin.sandbox import Sandbox
+
+Factory = Callable[..., Sandbox]
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+
+
+def test_a_seed_fixes_the_plan_and_another_seed_changes_it() -> None:
+    assert plan(7) == plan(7)
+    assert plan(7) != plan(8)
+
+
+def test_forty_seeds_draw_every_fault_and_keep_the_group_within_bounds() -> None:
+    drawn: set[str] = set()
+    for seed in range(1, 41):
+        steps = plan(seed)
+        assert steps[0].fault == "scale_out"
+        assert [s.index for s in steps] == list(range(len(steps)))
+        desired = 0
+        for step in steps:
+            desired = chaos._desired_after(step.fault, step.params, desired)
+            assert 0 <= desired <= MAX_DESIRED, (seed, step)
+        drawn |= {s.fault for s in steps}
+    assert drawn == set(FAULTS)
+
+
+def pinned_world(sandbox: Factory, **kwargs: object) -> tuple[Sandbox, ChaosWorld, str]:
+    sb = sandbox(azs=1, pool_per_az=3, **kwargs)
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    return sb, ChaosWorld(sb), instance_id
+
+
+def invariants(world: ChaosWorld) -> list[str]:
+    return [v.invariant for v in world.violations]
+
+
+def test_a_second_pool_eni_on_an_instance_is_caught(sandbox: Factory) -> None:
+    sb, world, instance_id = pinned_world(sandbox)
+    spare = next(e for e in world.pool() if e["Status"] == "available")
+    sb.client("ec2").attach_network_interface(
+        NetworkInterfaceId=spare["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=2
+    )
+    world.check_always(3)
+    assert invariants(world) == ["eni_on_two_instances"]
+    assert world.violations[0].step == 3
+
+
+def test_an_instance_terminated_with_its_pool_eni_is_caught_unless_terminated_by_hand(
+    sandbox: Factory,
+) -> None:
+    sb, world, instance_id = pinned_world(sandbox)
+    world.by_hand.add(instance_id)  # as the run records its own EC2 terminations
+    sb.client("ec2").terminate_instances(InstanceIds=[instance_id])
+    world.check_always(1)
+    assert world.violations == []
+    world.by_hand.clear()  # had the group terminated it, nothing should have been left
+    world.check_always(1)
+    assert invariants(world) == ["pool_eni_left_on_terminated_instance"]
+
+
+def test_a_lifecycle_action_left_to_time_out_is_caught(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1, parameters={"HookHeartbeatTimeout": 30})
+    world = ChaosWorld(sb)
+    sb.autoscaling.drop_next(1, LAUNCHING)  # no workflow, no reconciler: nobody completes it
+    sb.scale_out(1)
+    assert world.wait(lambda: bool(sb.autoscaling.ended_actions()), 120)
+    world.check_always(0)
+    assert invariants(world) == ["lifecycle_action_timed_out"]
+
+
+def test_an_in_service_instance_without_its_eni_is_caught(sandbox: Factory) -> None:
+    sb, world, instance_id = pinned_world(sandbox)
+    (eni,) = pool_enis_on(sb, instance_id)
+    sb.client("ec2").detach_network_interface(AttachmentId=eni["Attachment"]["AttachmentId"])
+    assert world.wait(lambda: not pool_enis_on(sb, instance_id), 60)
+    world.check_converged()
+    assert invariants(world) == ["in_service_without_one_pool_eni"]
+
+
+def test_named_errors_are_the_catalogue_and_the_errors_the_state_machines_name(
+    sandbox: Factory,
+) -> None:
+    sb = sandbox(azs=1, pool_per_az=0)
+    named = ChaosWorld(sb)._named_errors()
+    assert {"NicNotVerified", "SsmAgentNotOnline", "InstanceTerminating"} <= named
+    assert "Lambda.TooManyRequestsException" in named  # AWS's, retried by name
+    assert not {"States.ALL", "States.TaskFailed", "States.Runtime", "KeyError"} & named
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, dict[str, object]]:
+    out: Path = tmp_path_factory.mktemp("chaos") / "out.json"
+    result = CliRunner().invoke(
+        main, ["chaos", "--runs", "3", "--seed", "1", "--jobs", "1", "--json", str(out)]
+    )
+    return result.exit_code, result.stdout, json.loads(out.read_text())
+
+
+def test_a_small_batch_ends_without_violations(batch: tuple[int, str, dict[str, object]]) -> None:
+    exit_code, output, data = batch
+    assert data["violations"] == [], output
+    assert exit_code == 0
+    assert "3 runs (seeds 1..3), 0 violations" in output
+
+
+def test_the_report_has_a_row_per_fault_and_per_invariant(
+    batch: tuple[int, str, dict[str, object]],
+) -> None:
+    _, output, data = batch
+    rows = data["faults"]
+    assert isinstance(rows, list)
+    assert [row["fault"] for row in rows] == list(FAULTS)
+    for name in FAULTS + INVARIANTS:
+        assert name in output
+    results = data["results"]
+    assert isinstance(results, list)
+    assert [r["seed"] for r in results] == [1, 2, 3]
+    assert results[0]["reproduce"] == "enipin chaos --runs 1 --seed 1"
+    injected = sum(row["injected"] for row in rows)
+    assert injected == sum(len(r["injected"]) for r in results) > 3
