@@ -426,35 +426,25 @@ class _EnipinWorld:
         _settle(sb, self.probe)
         machine = "TerminateStateMachine" if name == SCALE_IN else "LaunchStateMachine"
         stats = self._executions(machine)
-        pool = _pool(sb)
-        pool_free = sum(1 for e in pool if e["Status"] == "available")
-        free_seconds = None
-        if name == SCALE_IN:
-            free_seconds = _wait_pool_free(sb, self.probe, sb.ec2.release_delay + 60.0)
-        calls = mark.calls_since(sb, lambda caller: caller is not None)
         invocations = Counter(sb.ledger.invocations)
         invocations.subtract(mark.invocations)
-        pinned, macs, double = _pinned(sb, pool, set(stats.succeeded_instances))
+        common, _ = _measured(
+            sb,
+            self.probe,
+            mark,
+            name,
+            earlier,
+            lambda caller: caller is not None,
+            verified=set(stats.succeeded_instances),
+        )
         return Phase(
-            name=name,
+            **common,
             instances=n,
-            pinned=None if name == SCALE_IN else pinned,
-            double_attached=double,
             failures=dict(stats.errors),
-            calls=_by_operation(calls),
-            call_errors=_errors(calls),
             invocations={
                 self.logical.get(k, k): v for k, v in sorted(invocations.items()) if v > 0
             },
             executions=stats,
-            pool_free_after=pool_free,
-            pool_size=len(pool),
-            pool_free_seconds=free_seconds,
-            macs=[] if name == SCALE_IN else macs,
-            macs_reused=_reused(name, macs, earlier),
-            wall_seconds=round(time.monotonic() - mark.wall, 1),
-            aws_seconds=round(sb.clock.monotonic() - mark.aws, 1),
-            max_clock_lag=round(self.probe.max_lag, 1),
         )
 
     def _executions(self, machine: str) -> ExecutionStats:
@@ -514,7 +504,6 @@ class _ClassicWorld:
     def phase(self, name: str, n: int, earlier: list[Phase]) -> Phase:
         sb = self.sb
         mark = _Mark.now(sb)
-        free_seconds = None
         if name == SCALE_IN:
             sb.scale_in(n)
             _settle(sb, self.probe)
@@ -523,37 +512,58 @@ class _ClassicWorld:
             _settle(sb, self.probe)
             run_boot_scripts(sb, _in_service(sb))
             _settle(sb, self.probe, quiet=sb.ec2.attach_delay + 1.0)  # attaching -> attached
-        pool = _pool(sb)
-        pool_free = sum(1 for e in pool if e["Status"] == "available")
-        if name == SCALE_IN:
-            # nothing releases the ENIs but EC2 itself, some time after the termination
-            free_seconds = _wait_pool_free(sb, self.probe, sb.ec2.release_delay + 60.0)
-        calls = mark.calls_since(sb, lambda caller: caller == CLASSIC_CALLER)
-        pinned, macs, double = _pinned(sb, pool, None)
+        # on scale-in nothing releases the ENIs but EC2 itself, some time after the termination
+        common, calls = _measured(
+            sb, self.probe, mark, name, earlier, lambda caller: caller == CLASSIC_CALLER
+        )
         attach_errors = Counter(
             c.outcome
             for c in calls
             if c.operation == "AttachNetworkInterface" and c.outcome != "ok"
         )
         return Phase(
-            name=name,
+            **common,
             instances=n,
-            pinned=None if name == SCALE_IN else pinned,
-            double_attached=double,
             failures=dict(attach_errors),
-            calls=_by_operation(calls),
-            call_errors=_errors(calls),
             invocations={},
             executions=None,
-            pool_free_after=pool_free,
-            pool_size=len(pool),
-            pool_free_seconds=free_seconds,
-            macs=[] if name == SCALE_IN else macs,
-            macs_reused=_reused(name, macs, earlier),
-            wall_seconds=round(time.monotonic() - mark.wall, 1),
-            aws_seconds=round(sb.clock.monotonic() - mark.aws, 1),
-            max_clock_lag=round(self.probe.max_lag, 1),
         )
+
+
+def _measured(
+    sb: Sandbox,
+    probe: _Probe,
+    mark: _Mark,
+    name: str,
+    earlier: list[Phase],
+    caller: Callable[[str | None], bool],
+    verified: set[str] | None = None,
+) -> tuple[dict[str, Any], list[Call]]:
+    """The Phase fields both strategies read the same way (pool, pins, calls, clocks), and
+    the calls of the strategy's code (``caller``) since ``mark``."""
+    pool = _pool(sb)
+    pool_free = sum(1 for e in pool if e["Status"] == "available")
+    free_seconds = None
+    if name == SCALE_IN:
+        free_seconds = _wait_pool_free(sb, probe, sb.ec2.release_delay + 60.0)
+    calls = mark.calls_since(sb, caller)
+    pinned, macs, double = _pinned(sb, pool, verified)
+    fields = {
+        "name": name,
+        "pinned": None if name == SCALE_IN else pinned,
+        "double_attached": double,
+        "calls": _by_operation(calls),
+        "call_errors": _errors(calls),
+        "pool_free_after": pool_free,
+        "pool_size": len(pool),
+        "pool_free_seconds": free_seconds,
+        "macs": [] if name == SCALE_IN else macs,
+        "macs_reused": _reused(name, macs, earlier),
+        "wall_seconds": round(time.monotonic() - mark.wall, 1),
+        "aws_seconds": round(sb.clock.monotonic() - mark.aws, 1),
+        "max_clock_lag": round(probe.max_lag, 1),
+    }
+    return fields, calls
 
 
 def run_boot_scripts(sb: Sandbox, instance_ids: Iterable[str]) -> dict[str, str]:
