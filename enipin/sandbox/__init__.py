@@ -28,6 +28,7 @@ from enipin.sandbox.base import REGION
 from enipin.sandbox.clock import FAST_SCALE, Clock
 from enipin.sandbox.deploy import Deployer, Stack
 from enipin.sandbox.ec2 import Ec2Fidelity
+from enipin.sandbox.ec2_consistency import Ec2Consistency
 from enipin.sandbox.engine import AslClock, AslParseCache
 from enipin.sandbox.eventbridge import EventBridgeTargets
 from enipin.sandbox.guest import GuestFleet
@@ -42,9 +43,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = PROJECT_ROOT / "infra" / "template.yaml"
 STACK_NAME = "enipin"
 
-# Python in one process is slower than Lambda, and the fast clock magnifies that: give the hook
-# room so a busy scenario is not abandoned by timeouts no real deployment would hit.
-SANDBOX_PARAMETERS = {"HookHeartbeatTimeout": 1800}
 
 __all__ = ["Sandbox", "SettleTimeout"]
 
@@ -70,15 +68,28 @@ class Sandbox:
         agent_delay: float = 20.0,
         release_delay: float = 20.0,
         attach_delay: float = 2.0,
+        describe_lag: float = 1.0,
+        boot_delay: float = 5.0,
+        visibility_delay: float = 1.0,
+        list_lag: float = 1.0,
         guest_mode: str = "auto",
     ) -> None:
         self.spec = WorldSpec(azs=azs, pool_per_az=pool_per_az, max_size=max_size or azs * 6)
         self.clock = Clock(FAST_SCALE if fast else 1.0)
-        self.ledger = Ledger()
+        self.ledger = Ledger(clock=self.clock.monotonic)
         self.lambdas = LambdaRuntime(self.ledger)
         self.events = EventBridgeTargets()
-        self.ec2 = Ec2Fidelity(self.clock, release_delay=release_delay, attach_delay=attach_delay)
+        self.ec2 = Ec2Fidelity(
+            self.clock,
+            release_delay=release_delay,
+            attach_delay=attach_delay,
+            describe_lag=describe_lag,
+        )
+        self.ec2_consistency = Ec2Consistency(
+            self.clock, boot_delay=boot_delay, visibility_delay=visibility_delay
+        )
         self.autoscaling = AutoScalingFidelity(self.clock)
+        self.stepfunctions = StepFunctionsFidelity(self.clock, list_lag=list_lag)
         # auto: the SSM document's own script on real Linux interfaces where the machine allows
         # it (root, iproute2), else the guest model; sb.guests.mode says which.
         self.guests = GuestFleet(self.clock, flavour=flavour, mode=guest_mode)  # type: ignore[arg-type]
@@ -120,9 +131,10 @@ class Sandbox:
             self.lambdas,
             AslClock(self.clock),
             AslParseCache(),
-            StepFunctionsFidelity(),
+            self.stepfunctions,
             self.events,
             self.ec2,
+            self.ec2_consistency,
             self.autoscaling,
             self.ssm,
         ):
@@ -133,7 +145,9 @@ class Sandbox:
             self.stack = self.deploy(self.template, self.parameters)
 
     def deploy(self, template: Path, parameters: dict[str, Any] | None = None) -> Stack:
-        world = {**SANDBOX_PARAMETERS, "GroupName": self.spec.group_name}
+        # The template's own defaults (HookHeartbeatTimeout 300 among them): a scenario that
+        # needs another value sets it, and says why.
+        world = {"GroupName": self.spec.group_name}
         declared = load_template(template).get("Parameters", {})
         params = {k: v for k, v in world.items() if k in declared} | (parameters or {})
         stack = Deployer(self.lambdas).deploy(template, STACK_NAME, params)

@@ -196,6 +196,8 @@ class AutoScalingFidelity:
       are lost;
     * ``duplicate_next(n=1, transition=None, delay=0.0)``: the next ``n`` events are
       delivered twice, the second copy ``delay`` AWS seconds after the first;
+    * ``delay_next(n=1, transition=None, delay=...)``: the next ``n`` events arrive once,
+      ``delay`` AWS seconds late;
     * ``set_event_fault_rates(drop=0.0, duplicate=0.0, seed=0, delay=0.0)``: from then on each
       event not covered by a ``*_next`` rule is lost or doubled at random (seeded).
 
@@ -242,6 +244,11 @@ class AutoScalingFidelity:
     ) -> None:
         """Deliver the next ``n`` events twice, the copy ``delay`` AWS seconds later."""
         self._faults.add(_FaultRule(2, _count(n), _transition(transition), max(delay, 0.0)))
+
+    def delay_next(self, n: int = 1, transition: str | None = None, *, delay: float) -> None:
+        """Deliver the next ``n`` events once, ``delay`` AWS seconds late (EventBridge delivers
+        best effort: late, as well as lost or twice)."""
+        self._faults.add(_FaultRule(1, _count(n), _transition(transition), max(delay, 0.0)))
 
     def set_event_fault_rates(
         self, *, drop: float = 0.0, duplicate: float = 0.0, seed: int | None = 0, delay: float = 0.0
@@ -993,7 +1000,9 @@ class AutoScalingFidelity:
                         "copies": copies,
                     }
                 )
-            if copies:
+            if copies == 1 and delay > 0:  # late
+                self._put_later(action, entry, delay)
+            elif copies:
                 self._put(action, entry)
             if copies == 2:
                 self._put_later(action, entry, delay)

@@ -4,7 +4,9 @@ Plain moto attaches any ENI anywhere, at once and without a lock, and never lets
 go of an ENI when its instance dies. This adaptation puts back EC2's atomic,
 validated, timed attach/detach, the delayed release on termination, the kept
 ``DeleteOnTermination`` flag, ``DescribeNetworkInterfaces`` paging and the
-attachment/MAC filters the workflow relies on, and the refusal to delete an ENI in use.
+attachment/MAC filters the workflow relies on, the refusal to delete an ENI in use, and the
+eventual consistency of ``DescribeNetworkInterfaces``, which may show an ENI as it was before an
+attach for a moment after it (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html).
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
 from enipin.sandbox.clock import Clock
 
-# AttachNetworkInterface is refused while the instance is on its way out.
-_DEAD_STATES = frozenset({"shutting-down", "terminated"})
+# "You can attach a network interface to an instance when it's running or stopped": one still
+# pending, or on its way out, is refused (network-interface-attachments.html).
+_ATTACHABLE_STATES = frozenset({"running", "stopped"})
 # DescribeNetworkInterfaces MaxResults range (EC2 API reference).
 _MIN_RESULTS, _MAX_RESULTS = 5, 1000
 _MAC_FILTER = "network-interface.mac-address"
@@ -55,13 +58,35 @@ class _Handle(Protocol):
     def cancel(self) -> None: ...
 
 
+class _BeforeAttach:
+    """An ENI as DescribeNetworkInterfaces still shows it just after an attach: free."""
+
+    status = "available"
+    attachment = None
+
+    def __init__(self, eni: NetworkInterface) -> None:
+        self._eni = eni
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._eni, name)
+
+
+# Filters answered from what an ENI shows, which lags an attach (see ``_BeforeAttach``).
+_SHOWN_FILTERS = {
+    "status": "available",
+    "attachment.instance-id": None,
+    "attachment.attachment-id": None,
+    "attachment.status": None,
+}
+
+
 def _error(code: str, message: str) -> EC2ClientError:
     return EC2ClientError(code, message)
 
 
 def _check_attachable(eni: NetworkInterface, instance: Instance, device_index: int) -> None:
     """AWS's attach preconditions, read from moto's live objects."""
-    if instance.state in _DEAD_STATES:
+    if instance.state not in _ATTACHABLE_STATES:
         raise _error(
             "IncorrectInstanceState",
             f"The instance '{instance.id}' is not in a valid state for this operation.",
@@ -177,11 +202,19 @@ class Ec2Fidelity:
     """
 
     def __init__(
-        self, clock: Clock, *, release_delay: float = 20.0, attach_delay: float = 2.0
+        self,
+        clock: Clock,
+        *,
+        release_delay: float = 20.0,
+        attach_delay: float = 2.0,
+        describe_lag: float = 1.0,
     ) -> None:
         self._clock = clock
         self.release_delay = release_delay
         self.attach_delay = attach_delay
+        self.describe_lag = describe_lag
+        # ENI id -> until when (clock.monotonic()) describes still show it as before its attach
+        self._lagging: dict[str, float] = {}
         # One lock for every ENI/instance change: EC2's attach is the only atomic
         # lock the workflow has, so check-and-attach must be indivisible here too.
         self._lock = threading.RLock()
@@ -286,6 +319,8 @@ class Ec2Fidelity:
         def get_filter_value(
             eni: NetworkInterface, filter_name: str, method_name: str | None = None
         ) -> Any:
+            if filter_name in _SHOWN_FILTERS and self._lags(eni):
+                return _SHOWN_FILTERS[filter_name]
             if filter_name == "attachment.status":
                 return self._status_of(eni)
             if filter_name.startswith("tag:"):
@@ -339,7 +374,8 @@ class Ec2Fidelity:
             # Filters first, then the page, as EC2 does.
             enis = response.ec2_backend.get_all_network_interfaces(eni_ids, filters)
             page, next_token = _page(enis, max_results, token)
-            return ActionResult({"NetworkInterfaces": page, "NextToken": next_token})
+            shown = [_BeforeAttach(eni) if self._lags(eni) else eni for eni in page]
+            return ActionResult({"NetworkInterfaces": shown, "NextToken": next_token})
 
         return describe_network_interfaces
 
@@ -367,6 +403,8 @@ class Ec2Fidelity:
             attachment_id = instance.attach_eni(eni, device_index)
             # DeleteOnTermination belongs to the attachment: a new one starts false.
             eni.delete_on_termination = False
+            if self.describe_lag > 0:
+                self._lagging[eni.id] = self._clock.monotonic() + self.describe_lag
             self._transition(
                 attachment_id,
                 "attaching",
@@ -444,6 +482,17 @@ class Ec2Fidelity:
                 raise InvalidNetworkAttachmentIdError(str(attachment_id))
             if "DeleteOnTermination" in attachment:
                 eni.delete_on_termination = _as_bool(attachment["DeleteOnTermination"])
+
+    def _lags(self, eni: NetworkInterface) -> bool:
+        """Do describes still show ``eni`` as it was before its latest attach?"""
+        with self._lock:
+            until = self._lagging.get(eni.id)
+            if until is None:
+                return False
+            if self._clock.monotonic() < until and eni.attachment_id is not None:
+                return True
+            del self._lagging[eni.id]
+            return False
 
     def _status_of(self, eni: NetworkInterface) -> str | None:
         with self._lock:

@@ -1,5 +1,7 @@
 """moto's ASL interpreter on the sandbox clock: Wait states and Retry back-offs take scaled time;
-and so do botocore's own retry back-offs, which the functions' SDK clients sleep through.
+and so do botocore's own retry back-offs, which the functions' SDK clients sleep through. Step
+Functions' own timestamps (``$$.State.EnteredTime``, history events, execution start and stop
+dates) read the sandbox clock too: they are AWS time, as the waits are.
 
 The states, their order and the execution history stay as AWS writes them; only the real
 seconds spent waiting shrink (to nothing with the fast clock).
@@ -7,6 +9,7 @@ seconds spent waiting shrink (to nothing with the fast clock).
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from contextlib import ExitStack
 from types import SimpleNamespace
@@ -15,14 +18,18 @@ from unittest.mock import patch
 
 import botocore.endpoint
 from antlr4 import ParserRuleContext
+from moto.stepfunctions.parser import models as parser_models
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+from moto.stepfunctions.parser.asl.component.state import state as state_module
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import (
     WaitFunction,
 )
+from moto.stepfunctions.parser.asl.eval.event.event_manager import EventManager
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+from moto.stepfunctions.parser.backend import execution as execution_module
 
 from enipin.sandbox.clock import Clock
 
@@ -47,6 +54,26 @@ class AslClock:
         # against a hook's heartbeat timeout, not 100 (the fast clock's 1/50).
         stack.enter_context(
             patch.object(botocore.endpoint, "time", SimpleNamespace(sleep=clock.sleep))
+        )
+        self._install_timestamps(stack)
+
+    def _install_timestamps(self, stack: ExitStack) -> None:
+        """Step Functions stamps states, history events and executions with AWS time."""
+        clock = self.clock
+
+        class AwsTime(dt.datetime):
+            @classmethod
+            def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+                moment = clock.now()
+                return moment.astimezone(tz) if tz else moment.replace(tzinfo=None)
+
+        aws_datetime = SimpleNamespace(
+            datetime=AwsTime, timezone=dt.timezone, timedelta=dt.timedelta, UTC=dt.UTC
+        )
+        for module in (state_module, parser_models, execution_module):
+            stack.enter_context(patch.object(module, "datetime", aws_datetime))
+        stack.enter_context(
+            patch.object(EventManager, "_get_current_timestamp", staticmethod(lambda: clock.now()))
         )
 
 

@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import patch
 
@@ -93,8 +93,11 @@ class EventBridgeTargets:
         arn = parse_arn(target["Arn"])
         if arn.service not in ("states", "lambda"):
             return False
-        # moto keeps its own bookkeeping key on the event; AWS never delivers it
+        # moto keeps its own bookkeeping key on the event; AWS never delivers it. moto keeps the
+        # time as epoch seconds too, where AWS delivers "2026-11-30T04:31:58Z".
         event = {k: v for k, v in event.items() if k != "ingestion-time"}
+        if isinstance(event.get("time"), int | float):
+            event["time"] = _aws_time(datetime.fromtimestamp(float(event["time"]), UTC))
         if arn.service == "states":
             sfn_backend(arn.account, arn.region).start_execution(
                 target["Arn"], name=str(uuid.uuid4()), execution_input=json.dumps(event)

@@ -8,6 +8,9 @@
 - The context object's ``$$.Execution.RedriveCount`` (0 until a redrive) and ``RedriveTime``.
 - Execution names: a name is unique per state machine even under concurrent starts (moto checks
   it without a lock), and a start without a name gets a UUID (moto names it ``None``).
+- ``ListExecutions`` is eventually consistent ("results are best effort and may not reflect
+  very recent updates and changes", API reference): a run started ``list_lag`` AWS seconds ago
+  or less is not listed yet.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.parser.utils import TMP_THREADS
 from moto.stepfunctions.responses import StepFunctionResponse
+
+from enipin.sandbox.clock import Clock
 
 _REDRIVABLE_PERIOD = dt.timedelta(days=14)  # counted from the end of the execution
 _REMEMBERED_TOKENS = 10  # "idempotent responses for the last 10 client tokens"
@@ -200,9 +205,11 @@ def _engine_execution(backend: StepFunctionBackend, execution_arn: str) -> Execu
 
 
 class StepFunctionsFidelity:
-    """RedriveExecution, the redrive fields, and atomic execution names."""
+    """RedriveExecution, the redrive fields, atomic execution names, and ListExecutions' lag."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None, *, list_lag: float = 0.0) -> None:
+        self._clock = clock
+        self.list_lag = list_lag
         self._guard = threading.Lock()
         self._backend_locks: dict[tuple[str, str], threading.Lock] = {}
         self._redrives: WeakKeyDictionary[Execution, _Redrives] = WeakKeyDictionary()
@@ -362,6 +369,7 @@ class StepFunctionsFidelity:
                 if found := by_arn.get(item["executionArn"]):
                     fields = fidelity._redrive_fields(found, item["status"])
                     item.update((k, v) for k, v in fields.items() if k in _LIST_ITEM_FIELDS)
+            result["executions"] = [e for e in result["executions"] if fidelity._listed(e)]
             return ActionResult(result)
 
         handlers: dict[str, Callable[[StepFunctionResponse], ActionResult]] = {
@@ -371,6 +379,14 @@ class StepFunctionsFidelity:
         }
         for name, handler in handlers.items():
             stack.enter_context(patch.object(StepFunctionResponse, name, handler, create=True))
+
+    def _listed(self, item: dict[str, Any]) -> bool:
+        """Has ListExecutions caught up with this run's start yet?"""
+        if self._clock is None or self.list_lag <= 0:
+            return True
+        started = item["startDate"]
+        age = (self._clock.now() - started).total_seconds()
+        return age >= self.list_lag
 
     @staticmethod
     def _install_context(stack: ExitStack) -> None:

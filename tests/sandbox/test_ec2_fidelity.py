@@ -74,7 +74,10 @@ def world(*, attach_delay: float = 0.0, release_delay: float = 0.0) -> Iterator[
             # moto's ~2,600 default AMIs cost a quarter second per test; one image is enough.
             stack.enter_context(patch.dict(os.environ, {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
             stack.enter_context(mock_aws())
-            fidelity = Ec2Fidelity(clock, attach_delay=attach_delay, release_delay=release_delay)
+            # describes that lag an attach are pinned in test_aws_consistency.py
+            fidelity = Ec2Fidelity(
+                clock, attach_delay=attach_delay, release_delay=release_delay, describe_lag=0.0
+            )
             fidelity.install(stack)
             ec2 = SESSION.client("ec2")
             image_id = ec2.register_image(Name="sandbox", RootDeviceName="/dev/xvda")["ImageId"]
