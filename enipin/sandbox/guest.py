@@ -16,7 +16,7 @@ import logging
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
@@ -29,8 +29,8 @@ from moto.ec2.models.instances import Instance
 from enipin.sandbox.base import ACCOUNT_ID, REGION
 from enipin.sandbox.clock import Clock
 from enipin.sandbox.netns import (
-    DhcpClient,
     Fabric,
+    Image,
     Link,
     Mirror,
     Namespace,
@@ -45,13 +45,31 @@ FLAVOURS: frozenset[str] = frozenset(get_args(Flavour))
 GuestMode = Literal["auto", "netns", "model"]
 MODES: frozenset[str] = frozenset(get_args(GuestMode))
 PLUG_WORKERS = 4  # namespaces set up at once (the kernel serialises much of it anyway)
-# The DHCP client the verification script finds on each image: Amazon Linux 2 runs dhclient;
-# AL2023 (amazon-ec2-net-utils) and Ubuntu (netplan) run systemd-networkd.
-DHCP_CLIENTS: dict[Flavour, DhcpClient] = {
-    "al2": "dhclient",
-    "al2023": "networkctl",
-    "ubuntu": "networkctl",
+# How each image gets a NIC its address (what the verification script finds on its PATH):
+# - Amazon Linux 2 runs dhclient, no networkd.
+# - AL2023 runs systemd-networkd, and amazon-ec2-net-utils' udev rules write a .network file for
+#   every hot-plugged ENI: networkd manages it; no dhclient on the image.
+# - Ubuntu 22.04 (the "ubuntu" flavour; DescribeInstanceInformation says 22.04) runs networkd
+#   under netplan, whose cloud-init config matches only the boot NIC: a hot-plugged ENI is
+#   "unmanaged" (networkctl reconfigure does nothing) unless hotplug is enabled. The image
+#   ships isc-dhcp-client (dhclient). 24.04 ships dhcpcd-base instead; the namespace tests run
+#   the script against that image too (UBUNTU_2404).
+IMAGES: dict[Flavour, Image] = {
+    "al2": Image(dhcp_clients=("dhclient",)),
+    "al2023": Image(networkd="hotplug"),
+    "ubuntu": Image(networkd="boot", dhcp_clients=("dhclient",)),
 }
+UBUNTU_2404 = Image(networkd="boot", dhcp_clients=("dhcpcd",))
+# The verification document's parameters, as the script reads them (SSM_<name>).
+PARAMETERS = ("MacAddress", "ExpectedIp", "Remediate")
+# AWS's fallback for agents older than 3.3.2746.0 (no SSM_<name> variables), as the agent leaves
+# it on disk with {{name}} already replaced by the value; the model honours exactly this form.
+# https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-troubleshooting.html
+FALLBACK = re.compile(
+    r'^[ \t]*if \[ -z "\$\{SSM_(?P<name>[A-Za-z0-9]+)\+x\}" \]; then '
+    r'export SSM_(?P=name)="(?P<value>[^"\n]*)"; fi[ \t]*$',
+    re.MULTILINE,
+)
 # nic_down: link stays DOWN until remediated; no_address: no IPv4 until remediation's DHCP;
 # nic_absent: the NIC never shows up in the OS; agent_absent: the SSM agent never registers.
 FAULTS = frozenset({"nic_down", "no_address", "nic_absent", "agent_absent"})
@@ -219,14 +237,22 @@ class GuestFleet:
         expected_ip: str,
         remediate: bool | str,
         script: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> tuple[int, str, str]:
         """Run the stack's verification script on the guest: (exit status, stdout, stderr).
 
-        In netns mode ``script`` (the document's own text) runs for real in the instance's
-        namespace; without it, or in model mode, the model imitates it.
+        ``script`` and ``env`` are what the SSM agent hands the shell: the command text with
+        its parameter references replaced, and the ``SSM_<name>`` variables (an agent older
+        than 3.3.2746.0 sets none). Without ``env`` the parameters arrive as variables, as a
+        current agent delivers them. In netns mode ``script`` runs for real in the instance's
+        namespace; without it, or in model mode, the model imitates it, reading the parameters
+        where the script does: the variables, else its documented fallback lines.
         """
+        if env is None:
+            env = _new_agent_env(mac, expected_ip, remediate)
         if self.mode == "netns" and script is not None:
-            return self._run_in_namespace(instance_id, script, mac, expected_ip, remediate)
+            return self._run_in_namespace(instance_id, script, env)
+        mac, expected_ip, remediate = _script_inputs(env, script)
         error = _parameter_error(mac, expected_ip, remediate)
         if error:
             return 2, "", f"error: {error}\n"
@@ -236,7 +262,13 @@ class GuestFleet:
             nic = self._find(instance_id, wanted)
             if nic and _truthy(remediate) and not nic.up:
                 nic = self._remediate(instance_id, nic, "link_up", remediated)
-            if nic and _truthy(remediate) and nic.up and expected_ip not in nic.ipv4:
+            if (
+                nic
+                and _truthy(remediate)
+                and nic.up
+                and expected_ip not in nic.ipv4
+                and self._can_request_address(instance_id, nic)
+            ):
                 nic = self._remediate(instance_id, nic, "dhcp", remediated)
         return 0, json.dumps(_report(wanted, nic, expected_ip, remediated)) + "\n", ""
 
@@ -267,7 +299,9 @@ class GuestFleet:
 
         def init(instance: Instance, *args: Any, **kwargs: Any) -> None:
             original_init(instance, *args, **kwargs)
-            fleet._booted(instance.id)  # moto creates instances already running
+            # The OS boots once EC2 runs the instance: now, or when a pending launch starts
+            if instance.state == "running":
+                fleet._booted(instance.id)
 
         def start(instance: Instance) -> Any:
             previous = original_start(instance)
@@ -358,21 +392,16 @@ class GuestFleet:
         )
 
     def _run_in_namespace(
-        self, instance_id: str, script: str, mac: str, expected_ip: str, remediate: bool | str
+        self, instance_id: str, script: str, env: Mapping[str, str]
     ) -> tuple[int, str, str]:
-        env = {
-            "SSM_MacAddress": mac,
-            "SSM_ExpectedIp": expected_ip,
-            "SSM_Remediate": remediate if isinstance(remediate, str) else str(remediate).lower(),
-        }
         guest = self.guest(instance_id)
         with guest.script:  # the script runs as one unit on its guest
             namespace, nics = self._sync_namespace(instance_id)
             toolbox = self._netns_toolbox()
             with self._lock:
-                dhcp = DHCP_CLIENTS[guest.flavour]
+                image = IMAGES[guest.flavour]
             file = toolbox.script(script)
-            run = namespace.run_script(file, env, path=toolbox.path(dhcp), cwd=file.parent)
+            run = namespace.run_script(file, env, path=toolbox.path(image), cwd=file.parent)
             self._note_remediations(instance_id, nics, run.stdout)
         return run.code, run.stdout, run.stderr
 
@@ -385,6 +414,8 @@ class GuestFleet:
         for nic in nics:  # the VPC's DHCP knows every attached ENI's address
             if nic.private_ip:
                 toolbox.lease(nic.mac, f"{nic.private_ip}/{nic.prefix_len}")
+            if nic.device_index == 0:  # the boot NIC: the image's own .network matches it
+                toolbox.match(nic.mac)
         links = {nic.attachment_id: nic.link() for nic in nics}
         return self._mirror.sync(instance_id, self.boot_number(instance_id), links), nics
 
@@ -434,6 +465,16 @@ class GuestFleet:
             done = self.guest(instance_id).remediated
             fixed = frozenset(str(action) for action in report["remediated"])
             done[nic.attachment_id] = done.get(nic.attachment_id, frozenset()) | fixed
+
+    def _can_request_address(self, instance_id: str, nic: Nic) -> bool:
+        """What the script's request_address achieves on this image: networkd's reconfigure
+        where networkd manages the link, else (after its brief wait) a DHCP client."""
+        with self._lock:
+            image = IMAGES[self.guest(instance_id).flavour]
+        managed = image.networkd == "hotplug" or (
+            image.networkd == "boot" and nic.device_index == 0
+        )
+        return managed or bool(image.dhcp_clients)
 
     def _find(self, instance_id: str, mac: str) -> Nic | None:
         return next((nic for nic in self.nics(instance_id) if nic.mac == mac), None)
@@ -492,6 +533,26 @@ def _report(mac: str, nic: Nic | None, expected_ip: str, remediated: list[str]) 
         "remediated": remediated,
         "verdict": verdict,
     }
+
+
+def _new_agent_env(mac: str, expected_ip: str, remediate: bool | str) -> dict[str, str]:
+    """The variables an SSM agent 3.3.2746.0 or later sets for the document's parameters."""
+    flag = remediate if isinstance(remediate, str) else str(remediate).lower()
+    return {"SSM_MacAddress": mac, "SSM_ExpectedIp": expected_ip, "SSM_Remediate": flag}
+
+
+def _script_inputs(env: Mapping[str, str], script: str | None) -> tuple[str, str, str]:
+    """The parameters as the script reads them: its SSM_<name> variables, each unset one taken
+    from the script's fallback line if it has one, as bash would (``${SSM_x+x}``)."""
+    seen = {name: env[f"SSM_{name}"] for name in PARAMETERS if f"SSM_{name}" in env}
+    for line in FALLBACK.finditer(script or ""):
+        seen.setdefault(line["name"], line["value"])
+    # mac=${SSM_MacAddress:-}, want_ip=${SSM_ExpectedIp:-}, remediate=${SSM_Remediate:-false}
+    return (
+        seen.get("MacAddress", ""),
+        seen.get("ExpectedIp", ""),
+        seen.get("Remediate") or "false",
+    )
 
 
 def _parameter_error(mac: str, expected_ip: str, remediate: bool | str) -> str | None:

@@ -27,13 +27,20 @@ from enipin.sandbox.template import load as load_template
 
 PREFIX = "enipin"
 # What a minimal guest image offers the script on its PATH (the script calls some of these; a
-# script that starts calling something else fails here first: add it). The DHCP client is not
-# among them: each flavour gets its own fake (see Toolbox).
+# script that starts calling something else fails here first: add it). The network tools are not
+# among them: each image gets its own fakes (see Image and Toolbox).
 GUEST_TOOLS = (
     "ip", "awk", "sed", "tr", "grep", "cat", "timeout", "head", "tail", "cut", "wc", "sort",
     "uniq", "env", "ls", "readlink", "basename", "dirname", "date", "logger", "ethtool",
 )  # fmt: skip
-DhcpClient = Literal["networkctl", "dhclient", "none"]
+# Shorthands for the simple images: networkd managing every NIC, one DHCP client, or nothing.
+DhcpClient = Literal["networkctl", "dhclient", "dhcpcd", "none"]
+DhcpProgram = Literal["dhclient", "dhcpcd"]
+# Which links systemd-networkd manages: those a .network file matches. "hotplug": every NIC, the
+# hot-plugged ones too (AL2023: amazon-ec2-net-utils' udev rules give each ENI its own .network);
+# "boot": only the NICs a .network file named at boot (Ubuntu: netplan matches the boot NIC by
+# MAC; a hot-plugged ENI stays "unmanaged" without a hotplug rule); "absent": no networkd.
+Networkd = Literal["hotplug", "boot", "absent"]
 # Tokens ip's batch mode reads back unchanged; anything else goes through argv.
 _PLAIN = re.compile(r"^[A-Za-z0-9._:/-]+$")
 _LABEL = re.compile(r"[^A-Za-z0-9-]")
@@ -64,6 +71,30 @@ class ScriptRun:
     code: int
     stdout: str
     stderr: str
+
+
+@dataclass(frozen=True)
+class Image:
+    """How a guest image gets a NIC its address: systemd-networkd (and which links it manages)
+    and the DHCP client programs on its PATH."""
+
+    networkd: Networkd = "absent"
+    dhcp_clients: tuple[DhcpProgram, ...] = ()
+
+    @classmethod
+    def of(cls, image: Image | DhcpClient) -> Image:
+        """An image, or the simple image a shorthand names."""
+        if isinstance(image, Image):
+            return image
+        if image == "networkctl":
+            return cls(networkd="hotplug")
+        if image in ("dhclient", "dhcpcd"):
+            return cls(dhcp_clients=(image,))
+        return cls()
+
+    @property
+    def label(self) -> str:
+        return "-".join((f"networkd_{self.networkd}", *self.dhcp_clients))
 
 
 # -- what the machine allows ---------------------------------------------------------------------
@@ -105,56 +136,71 @@ def document_script(content: Mapping[str, Any]) -> str:
     raise ValueError("the document has no aws:runShellScript step")
 
 
+def template_document(template: Path, logical_id: str = "VerifyNicDocument") -> dict[str, Any]:
+    """The content of an AWS::SSM::Document in a template, read with the sandbox's loader."""
+    content: dict[str, Any] = load_template(template)["Resources"][logical_id]["Properties"][
+        "Content"
+    ]
+    return content
+
+
 def template_script(template: Path, logical_id: str = "VerifyNicDocument") -> str:
-    """The script of an AWS::SSM::Document in a template, read with the sandbox's loader."""
-    resource = load_template(template)["Resources"][logical_id]
-    return document_script(resource["Properties"]["Content"])
+    """The script of an AWS::SSM::Document in a template, as the document holds it."""
+    return document_script(template_document(template, logical_id))
 
 
 # -- the guest image's PATH ---------------------------------------------------------------------
 
 
 class Toolbox:
-    """What a guest image offers the script: a PATH per DHCP client, and the VPC's DHCP answers.
+    """What a guest image offers the script: a PATH per image, and the VPC's DHCP answers.
 
-    The DHCP clients are fakes because no DHCP server answers inside a namespace: they assign
-    the address the VPC's DHCP hands to the NIC's MAC, which is the ENI's private IP (EC2's
-    DHCP serves exactly that). ``networkctl`` plays systemd-networkd (AL2023, Ubuntu): ``status``
-    succeeds, ``reconfigure`` asks for the lease. ``dhclient`` plays Amazon Linux 2's client.
-    Faking them also keeps the script away from the host's own networkd and dhclient.
-    ``sleep`` runs on the sandbox clock: N seconds take N * ``sleep_scale`` real seconds.
+    The network tools are fakes because no DHCP server answers inside a namespace: a DHCP client
+    assigns the address the VPC's DHCP hands to the NIC's MAC, which is the ENI's private IP
+    (EC2's DHCP serves exactly that). ``networkctl`` plays systemd-networkd: ``status`` succeeds,
+    ``reconfigure`` asks DHCP again for a link networkd manages and, as the real one does, exits
+    0 and does nothing for a link no .network file matches ("unmanaged"); ``status <link>`` says
+    which. ``dhclient`` and ``dhcpcd`` play the ISC and Roy Marples clients (the interface is
+    their last argument). Faking them also keeps the script away from the host's own networkd
+    and DHCP clients. ``sleep`` runs on the sandbox clock: N seconds take N * ``sleep_scale``
+    real seconds.
     """
 
     def __init__(self, root: Path, *, sleep_scale: float = 1.0) -> None:
         self.root = root
         self.leases = root / "leases"
         self.leases.mkdir(parents=True, exist_ok=True)
+        self.network_files = root / "network"  # one file per MAC a boot-time .network matches
+        self.network_files.mkdir(parents=True, exist_ok=True)
         self._sleep_scale = sleep_scale
         self._lock = threading.Lock()
-        self._bins: dict[DhcpClient, Path] = {}
+        self._bins: dict[Image, Path] = {}
         self._lease_tool = self._write(root / "libexec" / "dhcp-lease", _lease_text(self.leases))
 
-    def path(self, dhcp: DhcpClient) -> str:
-        """The PATH of a guest whose DHCP client is ``dhcp`` ("none": it has none)."""
+    def path(self, image: Image | DhcpClient) -> str:
+        """The PATH of a guest built from ``image`` ("none": no way to get an address)."""
+        image = Image.of(image)
         with self._lock:
-            if dhcp not in self._bins:
-                self._bins[dhcp] = self._make_bin(dhcp)
-            return str(self._bins[dhcp])
+            if image not in self._bins:
+                self._bins[image] = self._make_bin(image)
+            return str(self._bins[image])
 
     def lease(self, mac: str, address: str) -> None:
         """The VPC's DHCP offers ``address`` ("10.0.1.5/24") to ``mac`` from now on."""
-        target = self.leases / mac.lower()
-        staging = target.with_name(f".{target.name}.{threading.get_ident()}")
-        staging.write_text(f"{address}\n")
-        staging.replace(target)  # readers never see half a lease
+        self._put(self.leases / mac.lower(), f"{address}\n")
+
+    def match(self, mac: str) -> None:
+        """A .network file written at boot matches ``mac`` (netplan's, for the boot NIC): an
+        image whose networkd is "boot" manages that link."""
+        self._put(self.network_files / mac.lower(), "[Match]\n")
 
     def script(self, text: str) -> Path:
         """The script as the agent leaves it on disk: an executable ``_script.sh``."""
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         return self._write(self.root / "scripts" / digest / "_script.sh", text)
 
-    def _make_bin(self, dhcp: DhcpClient) -> Path:
-        bin_dir = self.root / f"bin-{dhcp}"
+    def _make_bin(self, image: Image) -> Path:
+        bin_dir = self.root / f"bin-{image.label}"
         bin_dir.mkdir(parents=True, exist_ok=True)
         for tool in GUEST_TOOLS:
             found = shutil.which(tool)
@@ -162,11 +208,18 @@ class Toolbox:
                 (bin_dir / tool).symlink_to(found)
         sleep = shutil.which("sleep") or "/bin/sleep"
         self._write(bin_dir / "sleep", _sleep_text(sleep, self._sleep_scale))
-        if dhcp == "networkctl":
-            self._write(bin_dir / "networkctl", _networkctl_text(self._lease_tool))
-        elif dhcp == "dhclient":
-            self._write(bin_dir / "dhclient", _dhclient_text(self._lease_tool))
+        if image.networkd != "absent":
+            networkctl = _networkctl_text(self._lease_tool, image.networkd, self.network_files)
+            self._write(bin_dir / "networkctl", networkctl)
+        for client in image.dhcp_clients:
+            self._write(bin_dir / client, _dhcp_client_text(client, self._lease_tool))
         return bin_dir
+
+    @staticmethod
+    def _put(target: Path, text: str) -> None:
+        staging = target.with_name(f".{target.name}.{threading.get_ident()}")
+        staging.write_text(text)
+        staging.replace(target)  # readers never see half a file
 
     @staticmethod
     def _write(path: Path, text: str) -> Path:
@@ -191,20 +244,58 @@ lease={shlex.quote(str(leases))}/$(cat "/sys/class/net/$dev/address")
 """
 
 
-def _networkctl_text(lease_tool: Path) -> str:
+def _networkctl_text(lease_tool: Path, networkd: Networkd, network_files: Path) -> str:
+    """systemd-networkd's client. Which links networkd manages: every one ("hotplug"), or those a
+    boot-time .network file matches by MAC ("boot"). ``status <link>`` prints the fields
+    networkctl(1) prints, among them "State: <operational> (<setup>)"."""
+    ip = shlex.quote(_ip_path())
+    lease = shlex.quote(str(lease_tool))
+    if networkd == "hotplug":
+        managed = "true"
+        network_file = "/run/systemd/network/70-$dev.network"
+    else:
+        managed = f'[ -e {shlex.quote(str(network_files))}/"$(cat "/sys/class/net/$dev/address")" ]'
+        network_file = "/run/systemd/network/10-netplan-$dev.network"
     return f"""#!/bin/sh
-# systemd-networkd's client as the sandbox's guest answers it: reconfigure asks DHCP again.
-case "${{1:-}}" in
-  status) exit 0 ;;
-  reconfigure) shift; for dev; do {shlex.quote(str(lease_tool))} "$dev" || exit 1; done ;;
-  *) echo "networkctl: '${{1:-}}' is not modelled" >&2; exit 1 ;;
+# systemd-networkd's client as the sandbox's guest answers it (links it manages: {networkd}).
+managed() {{ {managed}; }}
+exists() {{ [ -n "$dev" ] && [ -r "/sys/class/net/$dev/address" ]; }}
+operational() {{
+  if [ $(( $(cat "/sys/class/net/$dev/flags") & 1 )) -eq 0 ]; then echo off
+  elif [ "$(cat "/sys/class/net/$dev/carrier" 2>/dev/null)" != 1 ]; then echo no-carrier
+  elif [ -n "$({ip} -o -4 addr show dev "$dev" scope global 2>/dev/null)" ]; then echo routable
+  elif [ -n "$({ip} -o addr show dev "$dev" 2>/dev/null)" ]; then echo degraded
+  else echo carrier
+  fi
+}}
+verb=${{1:-list}}
+[ $# -gt 0 ] && shift
+[ "${{1:-}}" = "--" ] && shift
+case "$verb" in
+  status)
+    [ $# -eq 0 ] && {{ echo "           State: routable"; exit 0; }}
+    for dev; do
+      exists || {{ echo "Interface \\"$dev\\" not found." >&2; exit 1; }}
+      if managed; then setup=configured; file="{network_file}"; else setup=unmanaged; file=n/a; fi
+      printf '\\342\\227\\217 %s: %s\\n' "$(cat "/sys/class/net/$dev/ifindex")" "$dev"
+      printf '%30s %s\\n' "Link File:" /usr/lib/systemd/network/99-default.link \\
+        "Network File:" "$file" "State:" "$(operational) ($setup)" "Online state:" unknown \\
+        "Type:" ether "Hardware Address:" "$(cat "/sys/class/net/$dev/address")"
+    done ;;
+  reconfigure)
+    for dev; do
+      exists || {{ echo "Failed to resolve interface \\"$dev\\": No such device" >&2; exit 1; }}
+      # a link no .network file matches is left alone, and networkctl still succeeds
+      if managed; then {lease} "$dev" || :; fi
+    done ;;
+  *) echo "networkctl: '$verb' is not modelled" >&2; exit 1 ;;
 esac
 """
 
 
-def _dhclient_text(lease_tool: Path) -> str:
+def _dhcp_client_text(client: DhcpProgram, lease_tool: Path) -> str:
     return f"""#!/bin/sh
-# dhclient as Amazon Linux 2 runs it: the interface is the last argument.
+# {client} as a guest image runs it: the interface is the last argument.
 dev=""
 for arg; do dev=$arg; done
 exec {shlex.quote(str(lease_tool))} "$dev"

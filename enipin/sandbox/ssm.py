@@ -1,14 +1,16 @@
-"""SSM Run Command as AWS runs it, put back into moto: agents that register after boot,
-commands sent only where asked, invocations that appear late and finish with the real output of
-the stack's ENI verification document run on the guest (its own script in the instance's network
-namespace, or the guest model).
+"""SSM Run Command as AWS runs it, put back into moto: agents that register after boot, each of
+its own version, commands sent only where asked, invocations that appear late and finish with the
+real output of the stack's ENI verification document run on the guest (its own script in the
+instance's network namespace, or the guest model), its parameters delivered as that agent
+version delivers them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
@@ -29,7 +31,15 @@ from enipin.sandbox.netns import document_script
 
 # A Command document with these parameters is the stack's verification document, whatever its name.
 VERIFICATION_PARAMETERS = frozenset({"MacAddress", "ExpectedIp", "Remediate"})
-AGENT_VERSION = "3.3.1142.0"
+# interpolationType ENV_VAR sets SSM_<name> only on SSM Agent 3.3.2746.0 and later; older agents
+# ignore it. https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-troubleshooting.html
+ENV_VAR_SINCE = "3.3.2746.0"
+# The agent a current AL2023 AMI ships: a recent 3.3 release (3.3.3572.0, December 2025, the one
+# that also fixed ENV_VAR with Parameter Store values; the exact version varies by AMI release:
+# `rpm -q amazon-ssm-agent`). The model takes it for the latest release too (IsLatestVersion).
+DEFAULT_AGENT_VERSION = "3.3.3572.0"
+LATEST_AGENT_VERSION = DEFAULT_AGENT_VERSION
+_VERSION = re.compile(r"^\d+(\.\d+){3}$")
 PAGE_SIZE = 50  # DescribeInstanceInformation and ListCommandInvocations maximum
 SCRIPT_RUNNERS = 8  # agents running scripts at once, off the clock's one scheduler thread
 PLATFORMS = {
@@ -70,6 +80,15 @@ class _Agent:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """What an SSM agent hands the shell for a document's aws:runShellScript step: the script
+    file's text, parameter references replaced, and the ``SSM_<name>`` variables it sets."""
+
+    script: str | None
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
 class _Outcome:
     status: str
     details: str
@@ -86,7 +105,7 @@ class _Invocation:
     plugin_name: str
     comment: str
     parameters: dict[str, list[str]]
-    script: str | None  # the document's shell script, as the agent writes it to disk
+    document: dict[str, Any]  # the Command document's content (the default version)
     sent_at: float  # clock.monotonic() at SendCommand
     requested: datetime
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -124,9 +143,12 @@ class SsmFidelity:
         agent_delay: float = 20.0,
         invocation_lag: float = 1.0,
         run_time: float = 2.0,
+        agent_version: str = DEFAULT_AGENT_VERSION,
     ) -> None:
         self._clock = clock
         self._guests = guests
+        self._default_version = _checked_version(agent_version)
+        self._versions: dict[str, str] = {}  # instance id -> its agent's version, once known
         self.agent_delay = agent_delay
         self.invocation_lag = invocation_lag
         self.run_time = run_time
@@ -192,6 +214,24 @@ class SsmFidelity:
 
     # -- agents --------------------------------------------------------------------------------
 
+    def set_default_agent_version(self, version: str) -> None:
+        """The SSM Agent version of instances launched from now on (their AMI's agent);
+        instances launched before, or given their own version, keep theirs."""
+        with self._lock:
+            self._default_version = _checked_version(version)
+
+    def set_agent_version(self, instance_id: str, version: str) -> None:
+        """This instance's agent is ``version`` from now on (as after AWS-UpdateSSMAgent), or
+        will be when it registers."""
+        version = _checked_version(version)
+        with self._lock:
+            self._versions[instance_id] = version
+
+    def agent_version(self, instance_id: str) -> str:
+        """The version this instance's agent has, or will have when it registers."""
+        with self._lock:
+            return self._versions.get(instance_id, self._default_version)
+
     def ping_status(self, instance_id: str) -> str | None:
         """``Online``/``ConnectionLost`` once the agent has registered, else None."""
         with self._lock:
@@ -214,6 +254,8 @@ class SsmFidelity:
         self._on_boot(instance_id, self._guests.boot_number(instance_id))
 
     def _on_boot(self, instance_id: str, boot: int) -> None:
+        with self._lock:  # the AMI's agent, from the first boot on
+            self._versions.setdefault(instance_id, self._default_version)
         self._clock.call_later(self.agent_delay, partial(self._register, instance_id, boot))
 
     def _register(self, instance_id: str, boot: int) -> None:
@@ -255,13 +297,14 @@ class SsmFidelity:
             return None
         with self._lock:
             last_ping = self._agents[instance_id].last_ping
+        agent_version = self.agent_version(instance_id)
         name, version = PLATFORMS[self._guests.guest(instance_id).flavour]
         return {
             "InstanceId": instance_id,
             "PingStatus": status,
             "LastPingDateTime": last_ping,
-            "AgentVersion": AGENT_VERSION,
-            "IsLatestVersion": True,
+            "AgentVersion": agent_version,
+            "IsLatestVersion": _at_least(agent_version, LATEST_AGENT_VERSION),
             "PlatformType": "Linux",
             "PlatformName": name,
             "PlatformVersion": version,
@@ -292,7 +335,7 @@ class SsmFidelity:
             )
         command = send(backend, **kwargs)
         if document is not None and _is_verification(document):
-            self._track(command, _plugin_name(document), parameters, _script_of(document))
+            self._track(command, _plugin_name(document), parameters, document)
         return command
 
     def _resolve_targets(self, command: Command) -> list[str]:
@@ -316,7 +359,7 @@ class SsmFidelity:
         command: Command,
         plugin: str,
         parameters: dict[str, list[str]],
-        script: str | None,
+        document: dict[str, Any],
     ) -> None:
         sent_at, requested = self._clock.monotonic(), self._clock.now()
         invocations = {
@@ -327,7 +370,7 @@ class SsmFidelity:
                 plugin_name=plugin,
                 comment=command.comment,
                 parameters=parameters,
-                script=script,
+                document=document,
                 sent_at=sent_at,
                 requested=requested,
             )
@@ -398,12 +441,16 @@ class SsmFidelity:
         if not self._online(invocation.instance_id):
             return _Outcome("Failed", "Undeliverable", -1, "", "")
         params = invocation.parameters
+        delivery = agent_delivery(
+            invocation.document, params, self.agent_version(invocation.instance_id)
+        )
         code, stdout, stderr = self._guests.run_verification(
             invocation.instance_id,
             params["MacAddress"][0],
             params["ExpectedIp"][0],
             params["Remediate"][0],
-            script=invocation.script,
+            script=delivery.script,
+            env=delivery.env,
         )
         if code == 0:
             return _Outcome("Success", "Success", 0, stdout, stderr)
@@ -528,11 +575,68 @@ def _check_values(name: str, spec: dict[str, Any], values: list[str]) -> None:
             )
 
 
+def agent_delivery(
+    document: Mapping[str, Any], parameters: Mapping[str, list[str]], version: str
+) -> Delivery:
+    """What an SSM agent of ``version`` gives the shell for the document's first
+    aws:runShellScript step, its (validated, defaulted) ``parameters`` given.
+
+    Every agent replaces each ``{{ name }}`` (spaces allowed) in the command text with the
+    value (amazon-ssm-agent agent/parameters ReplaceParameter, ``{{\\s*name\\s*}}``). An agent
+    3.3.2746.0 or later also sets ``SSM_<name>`` for each parameter declared with
+    ``interpolationType: ENV_VAR``; an older one ignores interpolationType and sets nothing.
+    ENV_VAR adds the variable and does not stop the text replacement: AWS's own ENV_VAR example
+    ("Data elements and parameters", sysman-doc-syntax.html) runs ``echo {{Message}}`` and still
+    declares an allowedPattern, noting that allowedPattern is only unneeded in documents that
+    use no ``{{ }}``. The fallback AWS documents for old agents (parameter-troubleshooting.html)
+    works under either reading: on a new agent its ``{{ }}`` sits in a branch not taken.
+    """
+    declared: Mapping[str, Any] = document.get("parameters") or {}
+    values = {name: _as_text(parameters[name]) for name in declared if name in parameters}
+    script = _script_of(document)
+    if script is not None:
+        for name, value in values.items():
+            script = _replace_references(script, name, value)
+    env: dict[str, str] = {}
+    if _at_least(version, ENV_VAR_SINCE):
+        env = {
+            f"SSM_{name}": value
+            for name, value in values.items()
+            if (declared[name] or {}).get("interpolationType") == "ENV_VAR"
+        }
+    return Delivery(script, env)
+
+
+def _replace_references(text: str, name: str, value: str) -> str:
+    """``{{ name }}`` -> value, the value taken literally."""
+    pattern = re.compile(r"\{\{\s*" + re.escape(name) + r"\s*\}\}")
+    return pattern.sub(lambda _: value, text)
+
+
+def _as_text(values: list[str]) -> str:
+    """A parameter's value as the agent writes it into text: a string as is, a list as JSON."""
+    return values[0] if len(values) == 1 else json.dumps(values)
+
+
+def _at_least(version: str, minimum: str) -> bool:
+    return _version_key(version) >= _version_key(minimum)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _checked_version(version: str) -> str:
+    if not _VERSION.fullmatch(version):
+        raise ValueError(f"SSM Agent version {version!r} is not of the form 3.3.2746.0")
+    return version
+
+
 def _is_verification(document: dict[str, Any]) -> bool:
     return set(document.get("parameters") or {}) >= VERIFICATION_PARAMETERS
 
 
-def _script_of(document: dict[str, Any]) -> str | None:
+def _script_of(document: Mapping[str, Any]) -> str | None:
     try:
         return document_script(document)
     except ValueError:

@@ -1,5 +1,6 @@
 """Real guests for the namespace tests: a Linux network namespace with chosen NICs, and the SSM
-document's own script (read from infra/template.yaml, never copied) run inside it."""
+document's own script (read from infra/template.yaml, never copied) run inside it, its parameters
+delivered as the sandbox's SSM agent model of a given version delivers them."""
 
 from __future__ import annotations
 
@@ -17,15 +18,19 @@ import pytest
 from enipin.sandbox.netns import (
     DhcpClient,
     Fabric,
+    Image,
     Link,
     Namespace,
     Toolbox,
-    template_script,
+    document_script,
+    template_document,
     unavailable_reason,
 )
+from enipin.sandbox.ssm import agent_delivery
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
-SCRIPT = template_script(TEMPLATE)
+DOCUMENT = template_document(TEMPLATE)
+SCRIPT = document_script(DOCUMENT)
 PREFIX_LEN = 24
 # The script's own sleeps (networkctl's settle time) at 1/50, as on the sandbox's fast clock.
 SLEEP_SCALE = 0.02
@@ -71,7 +76,12 @@ class RealGuest:
     holding what the VPC's DHCP would give each MAC) and a scratch working directory."""
 
     def __init__(
-        self, namespace: Namespace, toolbox: Toolbox, workdir: Path, dhcp: DhcpClient, shell: Shell
+        self,
+        namespace: Namespace,
+        toolbox: Toolbox,
+        workdir: Path,
+        dhcp: Image | DhcpClient,
+        shell: Shell,
     ) -> None:
         self.namespace = namespace
         self.toolbox = toolbox
@@ -89,22 +99,42 @@ class RealGuest:
         up: bool = True,
         addressed: bool = True,
         altnames: tuple[str, ...] = (),
+        boot: bool = False,
     ) -> None:
-        """Hot-plug a NIC; the VPC's DHCP knows its address whether the guest holds it or not."""
+        """Hot-plug a NIC (``boot``: the NIC the image booted with, which its own .network file
+        matches); the VPC's DHCP knows its address whether the guest holds it or not."""
         address = f"{ip}/{PREFIX_LEN}"
         self.toolbox.lease(mac, address)
+        if boot:
+            self.toolbox.match(mac)
         self.namespace.add(Link(name, mac, altnames, up, (address,) if addressed else ()))
 
-    def verify(self, mac: str, expected_ip: str, remediate: str = "false") -> Outcome:
-        """The script with these parameters, as SSM delivers them (environment variables)."""
-        env = {"SSM_MacAddress": mac, "SSM_ExpectedIp": expected_ip, "SSM_Remediate": remediate}
+    def verify(
+        self, mac: str, expected_ip: str, remediate: str = "false", agent: str | None = None
+    ) -> Outcome:
+        """The script with these parameters. ``agent``: as an SSM agent of that version hands
+        them over (the sandbox's model: values written into the text, SSM_ variables from
+        3.3.2746.0 on). Without it: as the variables alone, the text as the document holds it,
+        which is what reaches the script's own checks whatever SSM let through."""
+        if agent is None:
+            env = {"SSM_MacAddress": mac, "SSM_ExpectedIp": expected_ip, "SSM_Remediate": remediate}
+            script = SCRIPT
+        else:
+            sent = {"MacAddress": [mac], "ExpectedIp": [expected_ip], "Remediate": [remediate]}
+            delivery = agent_delivery(DOCUMENT, sent, agent)
+            assert delivery.script is not None
+            env, script = delivery.env, delivery.script
+        return self.run(script, env)
+
+    def run(self, script: str, env: dict[str, str]) -> Outcome:
+        """``script`` as the agent runs it, with exactly ``env`` (and the image's PATH)."""
         path = self.toolbox.path(self.dhcp)
         if self.shell == "agent":  # sh -c <file>: the #!/bin/bash line picks bash
-            file = self.toolbox.script(SCRIPT)
+            file = self.toolbox.script(script)
             run = self.namespace.run_script(file, env, path=path, cwd=self.workdir)
         else:  # the same text under a POSIX sh, its #! line only a comment
             sh = shutil.which("sh") or "/bin/sh"
-            run = self.namespace.run([sh, "-c", SCRIPT], env, path=path, cwd=self.workdir)
+            run = self.namespace.run([sh, "-c", script], env, path=path, cwd=self.workdir)
         return Outcome(run.code, run.stdout, run.stderr)
 
     def link(self, name: str) -> dict[str, Any]:

@@ -1,14 +1,20 @@
 """The verification script against hostile input, on real interfaces: parameters carrying shell
 (SSM checks allowedPattern first, the script checks again) and interface names with odd bytes.
-Every case gives a clear result, and no injected command runs: each would create a marker file."""
+Every case gives a clear result, and no injected command runs: each would create a marker file.
+
+The values reach the script as SSM_ variables, the text as the document holds it: the script's own
+checks are the second line. An agent older than 3.3.2746.0 writes values into the text instead
+(AWS's documented fallback), which is safe only because SSM refuses them first: the last test here
+holds the document's own constraints to every hostile value."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from real_guest import RealGuest, Shell, fabric_or_skip
+from real_guest import DOCUMENT, RealGuest, Shell, fabric_or_skip
 
 from enipin.sandbox.netns import Toolbox
 
@@ -158,3 +164,25 @@ def test_a_nic_with_an_odd_name_is_reported_and_remediated_and_nothing_runs(
         "verdict": "VERIFIED",
     }
     assert guest.nothing_ran()
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [("MacAddress", v) for v in SHELL_IN_MAC]
+    + [("ExpectedIp", v) for v in SHELL_IN_IP]
+    + [("Remediate", v) for v in SHELL_IN_REMEDIATE],
+)
+def test_ssm_refuses_every_hostile_value_before_an_old_agent_writes_it_into_the_script(
+    parameter: str, value: str
+) -> None:
+    spec = DOCUMENT["parameters"][parameter]
+    value = value.format(m="/tmp/INJECTED")
+    allowed = spec.get("allowedValues")
+    pattern = spec.get("allowedPattern")
+
+    # SSM's checks, as SendCommand applies them (InvalidParameters): a value passes only both
+    passes = (allowed is None or value in allowed) and (
+        pattern is None or re.search(pattern, value) is not None
+    )
+
+    assert not passes

@@ -47,6 +47,13 @@ def ipv4(link: dict[str, Any]) -> list[str]:
     return [a["local"] for a in link["addr_info"] if a["family"] == "inet"]
 
 
+def reports(sb: Sandbox, instance_id: str) -> list[dict[str, Any]]:
+    """The verification script's reports on the instance, oldest first (SSM's own record)."""
+    rows = sb.client("ssm").list_command_invocations(InstanceId=instance_id, Details=True)
+    ordered = sorted(rows["CommandInvocations"], key=lambda row: row["RequestedDateTime"])
+    return [json.loads(row["CommandPlugins"][0]["Output"]) for row in ordered]
+
+
 def launched_one(sb: Sandbox) -> tuple[str, dict[str, Any], dict[str, Any]]:
     sb.scale_out(1)
     sb.settle()
@@ -91,9 +98,10 @@ def test_a_nic_left_down_is_brought_up_by_the_scripts_remediation(
     assert "UP" in kernel_view(sb, instance_id)["ens6"]["flags"]
 
 
-def test_ubuntu_nic_without_address_gets_its_lease_through_networkctl(
+def test_ubuntu_unmanaged_nic_gets_its_lease_through_the_dhcp_client_fallback(
     netns_sandbox: Factory,
 ) -> None:
+    # networkd leaves the hot-plugged ENI unmanaged: networkctl reconfigure gives it nothing
     sb = netns_sandbox(azs=1, pool_per_az=1, flavour="ubuntu")
 
     instance_id, eni, run = launched_one(sb)
@@ -102,6 +110,8 @@ def test_ubuntu_nic_without_address_gets_its_lease_through_networkctl(
     link = kernel_view(sb, instance_id)["ens6"]
     assert "UP" in link["flags"]
     assert ipv4(link) == [eni["PrivateIpAddress"]]
+    assert [r["verdict"] for r in reports(sb, instance_id)][-1] == "VERIFIED"
+    assert any("dhcp" in r["remediated"] for r in reports(sb, instance_id))
 
 
 def test_a_nic_that_never_appears_is_not_found_and_the_launch_abandoned(

@@ -1,6 +1,7 @@
 """The SSM document's verification script, run for real against Linux interfaces in a network
 namespace: the NIC is found by MAC whatever its name, and the JSON report tells verified, down,
-unaddressed and absent apart; remediation brings links up and gets the DHCP lease.
+unaddressed and absent apart; remediation brings links up and gets the DHCP lease, on each image's
+own tools; parameters reach it from old SSM agents and new ones.
 
 Each test runs twice: as the SSM agent runs it (``sh -c <file>``, the #! line picks bash) and
 under a POSIX sh, so the script stays right if the shell ever changes."""
@@ -13,13 +14,17 @@ from typing import Any
 import pytest
 from real_guest import RealGuest, Shell, fabric_or_skip
 
-from enipin.sandbox.netns import DhcpClient, Toolbox
+from enipin.sandbox.guest import IMAGES, UBUNTU_2404
+from enipin.sandbox.netns import DhcpClient, Image, Toolbox
+from enipin.sandbox.ssm import DEFAULT_AGENT_VERSION, ENV_VAR_SINCE
 
 pytestmark = pytest.mark.netns
 
 PRIMARY_MAC, PRIMARY_IP = "02:0e:4e:00:00:01", "10.0.0.4"
 MAC, IP = "02:0e:4e:00:0a:bc", "10.0.1.10"
 OTHER_MAC, OTHER_IP = "02:0e:4e:00:0d:ef", "10.0.1.11"
+OLD_AGENT = "3.2.582.0"  # sets no SSM_ variables (interpolationType ENV_VAR needs 3.3.2746.0)
+UBUNTU_2204 = IMAGES["ubuntu"]  # networkd for the boot NIC only, and dhclient
 MakeGuest = Callable[..., RealGuest]
 
 
@@ -30,10 +35,10 @@ def make_guest(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterato
     toolbox = Toolbox(tmp_path_factory.mktemp("toolbox"), sleep_scale=0.02)
     with fabric_or_skip("script") as fabric:
 
-        def make(dhcp: DhcpClient = "dhclient", primary: str = "eth0") -> RealGuest:
+        def make(dhcp: Image | DhcpClient = "dhclient", primary: str = "eth0") -> RealGuest:
             workdir = tmp_path_factory.mktemp("cwd")
             guest = RealGuest(fabric.namespace("guest"), toolbox, workdir, dhcp, shell)
-            guest.plug(primary, PRIMARY_MAC, PRIMARY_IP)  # the instance's own NIC
+            guest.plug(primary, PRIMARY_MAC, PRIMARY_IP, boot=True)  # the instance's own NIC
             return guest
 
         yield make
@@ -190,10 +195,14 @@ def test_without_a_dhcp_client_remediation_reports_the_address_still_missing(
     assert out.report == report("eth1", ipv4=(), verdict="NO_ADDRESS")
 
 
-def test_ubuntu_hot_plugged_nic_down_and_unaddressed_is_brought_up_and_addressed(
-    make_guest: MakeGuest,
+@pytest.mark.parametrize(
+    "image", [UBUNTU_2204, UBUNTU_2404], ids=["22.04-dhclient", "24.04-dhcpcd"]
+)
+def test_ubuntu_unmanaged_hot_plugged_nic_down_and_unaddressed_is_remediated_by_its_dhcp_client(
+    make_guest: MakeGuest, image: Image
 ) -> None:
-    guest = make_guest(dhcp="networkctl", primary="ens5")
+    # networkd leaves the hot-plugged NIC alone (no .network matches it): reconfigure does nothing
+    guest = make_guest(dhcp=image, primary="ens5")
     guest.plug("ens6", MAC, IP, up=False, addressed=False)
 
     checked = guest.verify(MAC, IP)
@@ -202,6 +211,57 @@ def test_ubuntu_hot_plugged_nic_down_and_unaddressed_is_brought_up_and_addressed
     assert checked.report == report("ens6", up=False, ipv4=(), verdict="DOWN")
     assert remediated.report == report("ens6", remediated=("link_up", "dhcp"))
     assert guest.is_up("ens6") and guest.ipv4("ens6") == [IP]
+
+
+def test_networkd_ignoring_the_nic_and_no_dhcp_client_leave_it_unaddressed(
+    make_guest: MakeGuest,
+) -> None:
+    guest = make_guest(dhcp=Image(networkd="boot"), primary="ens5")
+    guest.plug("ens6", MAC, IP, addressed=False)
+
+    out = guest.verify(MAC, IP, remediate="true")
+
+    # reconfigure exited 0 but no address came: remediation does not claim "dhcp"
+    assert out.report == report("ens6", ipv4=(), verdict="NO_ADDRESS")
+
+
+# -- SSM agents old and new -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("agent", [OLD_AGENT, "3.3.1142.0", ENV_VAR_SINCE, DEFAULT_AGENT_VERSION])
+def test_the_documents_script_verifies_whatever_the_agent_version(
+    make_guest: MakeGuest, agent: str
+) -> None:
+    guest = make_guest()
+    guest.plug("eth1", MAC, IP)
+
+    out = guest.verify(MAC.upper(), IP, agent=agent)
+
+    assert (out.code, out.stderr) == (0, "")
+    assert out.report == report("eth1")
+
+
+@pytest.mark.parametrize("agent", [OLD_AGENT, DEFAULT_AGENT_VERSION])
+def test_an_old_agent_and_a_new_one_both_remediate_an_ubuntu_nic(
+    make_guest: MakeGuest, agent: str
+) -> None:
+    guest = make_guest(dhcp=UBUNTU_2204, primary="ens5")
+    guest.plug("ens6", MAC, IP, up=False, addressed=False)
+
+    out = guest.verify(MAC, IP, remediate="true", agent=agent)
+
+    assert out.report == report("ens6", remediated=("link_up", "dhcp"))
+
+
+def test_an_old_agents_values_written_into_the_text_are_checked_again(
+    make_guest: MakeGuest,
+) -> None:
+    guest = make_guest()
+    guest.plug("eth1", MAC, IP)
+
+    out = guest.verify("02:0e:4e:00:0a:zz", IP, agent=OLD_AGENT)  # SSM's pattern bypassed
+
+    assert (out.code, out.stdout, out.stderr) == (2, "", "invalid MacAddress\n")
 
 
 def test_remediation_cannot_make_a_wrong_expected_address_right(make_guest: MakeGuest) -> None:

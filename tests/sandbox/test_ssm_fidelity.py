@@ -20,20 +20,32 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 from enipin.sandbox.base import ACCOUNT_ID, REGION
 from enipin.sandbox.clock import FAST_SCALE, Clock
 from enipin.sandbox.guest import Flavour, GuestFleet
-from enipin.sandbox.ssm import SsmFidelity
+from enipin.sandbox.ssm import (
+    DEFAULT_AGENT_VERSION,
+    ENV_VAR_SINCE,
+    SsmFidelity,
+    agent_delivery,
+)
 
 T = TypeVar("T")
 DOCUMENT = "enipin-verify-eni"
 MAC_PATTERN = "^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"
 IP_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IP_PATTERN = f"^({IP_OCTET}\\.){{3}}{IP_OCTET}$"
+OLD_AGENT = "3.2.582.0"  # before interpolationType ENV_VAR (3.3.2746.0)
+ENV_VAR = {"interpolationType": "ENV_VAR"}
 VERIFICATION_DOCUMENT = {
     "schemaVersion": "2.2",
     "description": "Find the NIC of an ENI by MAC and check link and address.",
     "parameters": {
-        "MacAddress": {"type": "String", "allowedPattern": MAC_PATTERN},
-        "ExpectedIp": {"type": "String", "allowedPattern": IP_PATTERN},
-        "Remediate": {"type": "String", "allowedValues": ["true", "false"], "default": "false"},
+        "MacAddress": {"type": "String", "allowedPattern": MAC_PATTERN, **ENV_VAR},
+        "ExpectedIp": {"type": "String", "allowedPattern": IP_PATTERN, **ENV_VAR},
+        "Remediate": {
+            "type": "String",
+            "allowedValues": ["true", "false"],
+            "default": "false",
+            **ENV_VAR,
+        },
     },
     "mainSteps": [
         {
@@ -50,6 +62,7 @@ class World:
     ec2: Any
     ssm: Any
     guests: GuestFleet
+    agents: SsmFidelity
     subnet_id: str
 
     def launch(self, count: int = 1) -> list[str]:
@@ -72,11 +85,15 @@ class World:
             "attachment": attachment["AttachmentId"],
         }
 
-    def ping_status(self, instance_id: str) -> str | None:
+    def information(self, instance_id: str) -> dict[str, Any] | None:
         found = self.ssm.describe_instance_information(
             Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
         )["InstanceInformationList"]
-        return found[0]["PingStatus"] if found else None
+        return dict(found[0]) if found else None
+
+    def ping_status(self, instance_id: str) -> str | None:
+        found = self.information(instance_id)
+        return found["PingStatus"] if found else None
 
     def _online_or_none(self, instance_id: str) -> bool | None:
         return self.ping_status(instance_id) == "Online" or None
@@ -85,10 +102,17 @@ class World:
         for instance_id in instance_ids:
             eventually(partial(self._online_or_none, instance_id))
 
-    def send(self, instance_id: str, mac: str, ip: str, remediate: str = "false") -> str:
+    def send(
+        self,
+        instance_id: str,
+        mac: str,
+        ip: str,
+        remediate: str = "false",
+        document: str = DOCUMENT,
+    ) -> str:
         command = self.ssm.send_command(
             InstanceIds=[instance_id],
-            DocumentName=DOCUMENT,
+            DocumentName=document,
             Parameters={"MacAddress": [mac], "ExpectedIp": [ip], "Remediate": [remediate]},
         )["Command"]
         return str(command["CommandId"])
@@ -155,10 +179,14 @@ def make_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., World]
         stack.callback(clock.close)
 
         def build(
-            flavour: Flavour = "al2023", nic_delay: float = aws_seconds(0.005), **timing: float
+            flavour: Flavour = "al2023",
+            nic_delay: float = aws_seconds(0.005),
+            agent_version: str = DEFAULT_AGENT_VERSION,
+            **timing: float,
         ) -> World:
             guests = GuestFleet(clock, flavour=flavour, nic_delay=nic_delay)
-            SsmFidelity(clock, guests, **{**QUICK, **timing}).install(stack)
+            agents = SsmFidelity(clock, guests, agent_version=agent_version, **{**QUICK, **timing})
+            agents.install(stack)
             ec2 = SESSION.client("ec2")
             ssm = SESSION.client("ssm")
             vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -168,7 +196,7 @@ def make_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., World]
             ssm.create_document(
                 Name=DOCUMENT, DocumentType="Command", Content=json.dumps(VERIFICATION_DOCUMENT)
             )
-            return World(ec2, ssm, guests, subnet_id)
+            return World(ec2, ssm, guests, agents, subnet_id)
 
         yield build
 
@@ -272,6 +300,130 @@ def test_an_instance_without_an_agent_never_registers_and_cannot_be_sent_command
     assert world.ping_status(silent) is None
     code, _ = error_of(lambda: world.send(silent, "02:00:00:00:00:01", "10.0.1.5"))
     assert code == "InvalidInstanceId"
+
+
+# -- agent versions and how they deliver parameters --------------------------------------------
+
+# A Command document whose script only shows what it was handed: the text and the variables.
+ECHO_DOCUMENT = {
+    "schemaVersion": "2.2",
+    "parameters": {
+        "Name": {"type": "String", "allowedPattern": "^[a-z]+$", **ENV_VAR},
+        "Plain": {"type": "String", "allowedPattern": "^[a-z]+$"},
+    },
+    "mainSteps": [
+        {
+            "action": "aws:runShellScript",
+            "name": "show",
+            "inputs": {"runCommand": ["echo '{{ Name }}' '{{Name}}' '{{Plain}}'", "env"]},
+        }
+    ],
+}
+ECHO_VALUES = {"Name": ["alpha"], "Plain": ["beta"]}
+
+
+def test_an_agent_before_3_3_2746_sets_no_ssm_variables_and_fills_values_into_the_text() -> None:
+    delivered = agent_delivery(ECHO_DOCUMENT, ECHO_VALUES, OLD_AGENT)
+
+    assert delivered.env == {}  # interpolationType ignored
+    assert delivered.script == "echo 'alpha' 'alpha' 'beta'\nenv\n"  # {{ Name }} and {{Name}}
+
+
+@pytest.mark.parametrize("version", [ENV_VAR_SINCE, "3.3.3572.0", "3.10.0.0", "4.0.0.0"])
+def test_an_agent_from_3_3_2746_sets_ssm_variables_for_env_var_parameters(version: str) -> None:
+    delivered = agent_delivery(ECHO_DOCUMENT, ECHO_VALUES, version)
+
+    assert delivered.env == {"SSM_Name": "alpha"}  # only the parameter declared ENV_VAR
+    assert delivered.script == "echo 'alpha' 'alpha' 'beta'\nenv\n"  # and still the text
+
+
+def test_describe_instance_information_reports_each_instances_agent_version(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    current, downgraded = world.launch(2)
+    world.agents.set_default_agent_version(OLD_AGENT)
+    world.agents.set_agent_version(downgraded, OLD_AGENT)
+    [old_ami] = world.launch()
+    world.wait_online(current, downgraded, old_ami)
+
+    versions = {
+        i: (info["AgentVersion"], info["IsLatestVersion"])
+        for i in (current, downgraded, old_ami)
+        if (info := world.information(i))
+    }
+    filtered = world.ssm.describe_instance_information(
+        Filters=[{"Key": "AgentVersion", "Values": [OLD_AGENT]}]
+    )["InstanceInformationList"]
+
+    assert versions == {
+        current: (DEFAULT_AGENT_VERSION, True),
+        downgraded: (OLD_AGENT, False),
+        old_ami: (OLD_AGENT, False),
+    }
+    assert {info["InstanceId"] for info in filtered} == {downgraded, old_ami}
+
+
+def test_an_agents_version_survives_a_reboot(make_world: Callable[..., World]) -> None:
+    world = make_world(agent_version=OLD_AGENT)
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    world.agents.set_default_agent_version(DEFAULT_AGENT_VERSION)
+
+    world.ec2.stop_instances(InstanceIds=[instance_id])
+    world.ec2.start_instances(InstanceIds=[instance_id])
+    world.wait_online(instance_id)
+
+    assert world.agents.agent_version(instance_id) == OLD_AGENT
+    assert (world.information(instance_id) or {})["AgentVersion"] == OLD_AGENT
+
+
+def test_an_unknown_agent_version_is_refused(make_world: Callable[..., World]) -> None:
+    world = make_world()
+
+    with pytest.raises(ValueError, match="not of the form"):
+        world.agents.set_default_agent_version("latest")
+
+
+def test_on_an_old_agent_a_script_without_the_fallback_gets_no_parameters_and_exits_2(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(agent_version=OLD_AGENT)
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    eni = world.attach_eni(instance_id)
+
+    done = world.finished(world.send(instance_id, eni["mac"], eni["ip"]), instance_id)
+
+    assert (done["Status"], done["ResponseCode"]) == ("Failed", 2)
+    assert done["StandardErrorContent"].startswith("error: invalid MacAddress")
+
+
+def test_on_an_old_agent_the_documented_fallback_lines_carry_the_parameters(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(agent_version=OLD_AGENT)
+    [instance_id] = world.launch()
+    world.wait_online(instance_id)
+    world.guests.set_faults(instance_id, {"nic_down"})
+    eni = world.attach_eni(instance_id)
+    fallback = [  # AWS's fallback, as parameter-troubleshooting.html gives it
+        f'if [ -z "${{SSM_{name}+x}}" ]; then export SSM_{name}="{{{{{name}}}}}"; fi'
+        for name in ("MacAddress", "ExpectedIp", "Remediate")
+    ]
+    with_fallback = json.loads(json.dumps(VERIFICATION_DOCUMENT))
+    step = with_fallback["mainSteps"][0]["inputs"]
+    step["runCommand"] = [*fallback, *step["runCommand"]]
+    world.ssm.create_document(
+        Name="verify-old-agents", DocumentType="Command", Content=json.dumps(with_fallback)
+    )
+
+    command_id = world.send(instance_id, eni["mac"], eni["ip"], "true", "verify-old-agents")
+
+    done = world.finished(command_id, instance_id)
+    assert (done["Status"], done["ResponseCode"]) == ("Success", 0)
+    report = json.loads(done["StandardOutputContent"])
+    assert (report["verdict"], report["remediated"]) == ("VERIFIED", ["link_up"])
 
 
 # -- SendCommand ------------------------------------------------------------------------------
