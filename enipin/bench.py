@@ -459,9 +459,8 @@ class _EnipinWorld:
         for execution in new:
             desc = sfn.describe_execution(executionArn=execution["executionArn"])
             statuses[desc["status"]] += 1
-            if desc.get("stopDate"):  # moto stamps real time: back to AWS seconds
-                real = (desc["stopDate"] - desc["startDate"]).total_seconds()
-                durations.append(real / self.sb.clock.scale)
+            if desc.get("stopDate"):  # the sandbox stamps executions with AWS time
+                durations.append((desc["stopDate"] - desc["startDate"]).total_seconds())
             if desc["status"] != "SUCCEEDED":
                 errors[desc.get("error") or desc["status"]] += 1
             output = json.loads(desc.get("output") or "{}")
@@ -572,6 +571,7 @@ def run_boot_scripts(sb: Sandbox, instance_ids: Iterable[str]) -> dict[str, str]
     from enipin.sandbox.ledger import calls_made_by
 
     ids = list(instance_ids)
+    wait_running(sb, ids)  # user data runs once the OS boots, when EC2 runs the instance
     ec2 = sb.client("ec2")
     tag = {"Name": f"tag:{sb.spec.pool_tag_key}", "Values": [sb.spec.pool_tag_value]}
     start = threading.Barrier(len(ids) + 1) if ids else None
@@ -591,6 +591,15 @@ def run_boot_scripts(sb: Sandbox, instance_ids: Iterable[str]) -> dict[str, str]
     for thread in threads:
         thread.join()
     return outcomes
+
+
+def wait_running(sb: Sandbox, instance_ids: Iterable[str], aws_seconds: float = 600.0) -> None:
+    """Until EC2 runs every one of ``instance_ids`` (a launch is pending for a while)."""
+    deadline = sb.clock.monotonic() + aws_seconds
+    pending = set(instance_ids)
+    while pending and sb.clock.monotonic() < deadline:
+        pending = {i for i in pending if not sb.guests.is_running(i)}
+        time.sleep(0.02)
 
 
 def boot_script(ec2: Any, instance_id: str, tag_filter: dict[str, Any]) -> str:

@@ -45,10 +45,13 @@ class Deployment:
     def region(self) -> str:
         return str(self.session.region_name)
 
-    def client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = self.session.client(service, config=CLIENT_CONFIG)
-        return self._clients[service]
+    def client(self, service: str, config: Config | None = None) -> Any:
+        """The service's client, with ``config`` merged over the operator default."""
+        key = f"{service}:{id(config) if config else ''}"
+        if key not in self._clients:
+            merged = CLIENT_CONFIG.merge(config) if config else CLIENT_CONFIG
+            self._clients[key] = self.session.client(service, config=merged)
+        return self._clients[key]
 
     def output(self, key: str) -> str:
         if key not in self.outputs:

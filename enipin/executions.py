@@ -279,12 +279,14 @@ def standing(dep: Deployment, instance_id: str) -> Standing:
     asg = dep.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[instance_id])
     membership = asg["AutoScalingInstances"][0] if asg["AutoScalingInstances"] else None
     key, value = dep.pool_tag
-    enis = ec2.describe_network_interfaces(
+    # every page: without one of the few filters EC2 indexes, one answer may not hold them all
+    pages = ec2.get_paginator("describe_network_interfaces").paginate(
         Filters=[
             {"Name": f"tag:{key}", "Values": [value]},
             {"Name": "attachment.instance-id", "Values": [instance_id]},
         ]
-    )["NetworkInterfaces"]
+    )
+    enis = [e for page in pages for e in page["NetworkInterfaces"]]
     return Standing(
         instance=instance_id,
         ec2_state=data["State"]["Name"] if data else None,

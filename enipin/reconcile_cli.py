@@ -7,11 +7,16 @@ import json
 from typing import Any
 
 import click
+from botocore.config import Config
 
 from enipin.console import OperatorError, table, to_json
 from enipin.deployment import current, with_aws_errors
 
 COLUMNS = ("kind", "instanceId", "eniId", "reason", "outcome")
+RECONCILER_TIMEOUT = 120  # ReconcilerFunction's Timeout in infra/template.yaml
+# Lambda's Invoke answers when the function ends: wait past its timeout (botocore's own read
+# timeout is 60 s), and never retry it, or a slow round would run again on top of itself.
+INVOKE_CONFIG = Config(read_timeout=RECONCILER_TIMEOUT + 30, retries={"total_max_attempts": 1})
 
 
 @click.command()
@@ -31,7 +36,8 @@ def reconcile(dry_run: bool, as_json: bool) -> None:
 
 
 def invoke(function: str, payload: dict[str, Any]) -> dict[str, Any]:
-    response = current().client("lambda").invoke(FunctionName=function, Payload=json.dumps(payload))
+    lambda_ = current().client("lambda", INVOKE_CONFIG)
+    response = lambda_.invoke(FunctionName=function, Payload=json.dumps(payload))
     body = json.loads(response["Payload"].read() or b"null")
     if "FunctionError" in response:
         raise OperatorError(

@@ -45,9 +45,11 @@ def group_report(
         if att.get("InstanceId"):
             by_instance.setdefault(att["InstanceId"], []).append(eni)
     outcomes = _execution_outcomes(sfn, state_machine_arn)
+    pages = autoscaling.get_paginator("describe_auto_scaling_instances").paginate()
     in_group = {
         i["InstanceId"]: i
-        for i in autoscaling.describe_auto_scaling_instances()["AutoScalingInstances"]
+        for page in pages
+        for i in page["AutoScalingInstances"]
         if i["AutoScalingGroupName"] == group_name
     }
     rows = []

@@ -11,6 +11,7 @@ from enipin_core.aws import client, named_aws_errors
 from enipin_core.lifecycle import complete_action
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
+from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
@@ -32,4 +33,4 @@ def abandon(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return abandon(client("autoscaling"), event)
+    return abandon(client("autoscaling"), TaskInput.of(event).state)

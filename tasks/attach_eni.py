@@ -11,6 +11,7 @@ from enipin_core.errors import DeviceIndexInUse
 from enipin_core.pool import Eni, Instance, attach_first_free, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
+from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
@@ -39,4 +40,4 @@ def attach(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return attach(client("ec2"), event)
+    return attach(client("ec2"), TaskInput.of(event).state)

@@ -11,27 +11,35 @@ from enipin_core.errors import AttachmentNotReady
 from enipin_core.pool import describe_eni
 from enipin_core.settings import Settings
 from enipin_core.telemetry import task_handler
-from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
+from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
 
 
 @named_aws_errors
-def check(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
+def check(ec2: Any, task: TaskInput) -> dict[str, Any]:
+    state = task.state
     settings = Settings.from_dict(state["settings"])
     eni_id, instance_id = state["eni"]["id"], state["instanceId"]
     eni = describe_eni(ec2, eni_id)
-    if eni is None or eni.instance_id != instance_id:
-        raise AttachmentNotReady(f"{eni_id} is no longer attached to {instance_id}")
+    if eni is None:
+        raise AttachmentNotReady(f"{eni_id} no longer exists")
+    if eni.instance_id not in (None, instance_id):
+        raise AttachmentNotReady(f"{eni_id} is attached to {eni.instance_id}, not {instance_id}")
     wait = WaitProgress.from_dict(state.get("attachWait"))
     beat = Heartbeat.of(state).to_dict()
-    if eni.attachment_status != "attached":
-        if wait.exhausted(settings.attach_wait_seconds):
+    ours = eni.instance_id == instance_id
+    if not (ours and eni.attachment_status == "attached"):
+        # attaching, or not shown yet: EC2's describes are eventually consistent and may lag
+        # the attach by a moment; the bound tells a lag from an ENI detached meanwhile
+        if wait.exhausted(settings.attach_wait_seconds, task.now):
+            seen = eni.attachment_status if ours else "not attached"
             raise AttachmentNotReady(
-                f"{eni_id} still {eni.attachment_status} after {wait.waited_seconds}s"
+                f"{eni_id} still {seen} on {instance_id} after {wait.waited(task.now):.0f}s"
             )
-        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
-    return {**state, "eni": eni.to_dict(), "attachWait": wait.to_dict(), "heartbeat": beat}
+        wait, beat = after_poll(task, wait, settings.heartbeat_timeout)
+    shown = eni.to_dict() if ours else state["eni"]  # a lagging describe: keep our own view
+    return {**state, "eni": shown, "attachWait": wait.to_dict(), "heartbeat": beat}
 
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return check(client("ec2"), event)
+    return check(client("ec2"), TaskInput.of(event))

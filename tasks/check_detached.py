@@ -12,11 +12,12 @@ from enipin_core.errors import EniStuckDetaching
 from enipin_core.pool import Eni, describe_enis
 from enipin_core.settings import Settings
 from enipin_core.telemetry import task_handler
-from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
+from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
 
 
 @named_aws_errors
-def check(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
+def check(ec2: Any, task: TaskInput) -> dict[str, Any]:
+    state = task.state
     settings = Settings.from_dict(state["settings"])
     ids = [Eni(**e).id for e in state["enis"]]
     # Released: available again, or no longer on this instance (deleted, or moved on).
@@ -25,14 +26,14 @@ def check(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     force = bool(state.get("force"))
     beat = Heartbeat.of(state).to_dict()
     if held:
-        if wait.exhausted(settings.detach_wait_seconds):
+        if wait.exhausted(settings.detach_wait_seconds, task.now):
             how = "a forced detach" if force else "a graceful detach"
             raise EniStuckDetaching(
-                f"{', '.join(held)} still on {state['instanceId']} after {wait.waited_seconds}s"
-                f" and {how}"
+                f"{', '.join(held)} still on {state['instanceId']} after "
+                f"{wait.waited(task.now):.0f}s and {how}"
             )
-        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
-    force_now = bool(held) and not force and wait.exhausted(settings.detach_grace_seconds)
+        wait, beat = after_poll(task, wait, settings.heartbeat_timeout)
+    force_now = bool(held) and not force and wait.exhausted(settings.detach_grace_seconds, task.now)
     return {
         **state,
         "released": not held,
@@ -46,4 +47,4 @@ def check(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return check(client("ec2"), event)
+    return check(client("ec2"), TaskInput.of(event))

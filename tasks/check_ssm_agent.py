@@ -11,24 +11,28 @@ from enipin_core.errors import SsmAgentNotOnline
 from enipin_core.settings import Settings
 from enipin_core.telemetry import task_handler
 from enipin_core.verification import agent_online
-from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
+from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
 
 
 @named_aws_errors
-def check(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
+def check(ssm: Any, task: TaskInput) -> dict[str, Any]:
+    # agentLost: SendCommand refused the instance although the agent had reported Online, so
+    # this look counts as one more poll of the agent wait, whatever it says (that keeps a
+    # refusal that persists bounded by AgentWaitSeconds).
+    state = {k: v for k, v in task.state.items() if k != "agentLost"}
     settings = Settings.from_dict(state["settings"])
-    online = agent_online(ssm, state["instanceId"])
+    online = agent_online(ssm, state["instanceId"]) and "agentLost" not in task.state
     wait = WaitProgress.from_dict(state.get("agentWait"))
     beat = Heartbeat.of(state).to_dict()
     if not online:
-        if wait.exhausted(settings.agent_wait_seconds):
+        if wait.exhausted(settings.agent_wait_seconds, task.now):
             raise SsmAgentNotOnline(
-                f"SSM agent on {state['instanceId']} not online after {wait.waited_seconds}s"
+                f"SSM agent on {state['instanceId']} not online after {wait.waited(task.now):.0f}s"
             )
-        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
+        wait, beat = after_poll(task, wait, settings.heartbeat_timeout)
     return {**state, "agentOnline": online, "agentWait": wait.to_dict(), "heartbeat": beat}
 
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return check(client("ssm"), event)
+    return check(client("ssm"), TaskInput.of(event))

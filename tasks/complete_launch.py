@@ -11,6 +11,7 @@ from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import InstanceTerminating
 from enipin_core.lifecycle import ALREADY_FINISHED, complete_action, lifecycle_state
 from enipin_core.telemetry import count, logger, task_handler
+from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
@@ -34,4 +35,4 @@ def complete(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return complete(client("autoscaling"), event)
+    return complete(client("autoscaling"), TaskInput.of(event).state)

@@ -1,5 +1,9 @@
 """DescribeInstance: where the instance runs, and whether it already carries a pool ENI.
 
+Its hook fires as the group launches it, while EC2 may still show it ``pending`` or, for a
+moment, not at all (EC2's API is eventually consistent: a NotFound right after launch does not
+mean the instance is missing). Both are waited for, within bounds, before anything is attached.
+
 A replay (``enipin executions replay``) also asks Auto Scaling where the instance stands: a gone
 instance needs nothing, an in-service one is pinned without its long-finished action.
 """
@@ -11,26 +15,50 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
-from enipin_core.errors import InstanceNotFound
+from enipin_core.errors import InstanceNotFound, InstanceNotRunning
 from enipin_core.lifecycle import is_waiting, lifecycle_state
-from enipin_core.pool import describe_instance, pool_enis_on
+from enipin_core.pool import Instance, describe_instance, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
+from enipin_core.waiting import TaskInput, WaitProgress, after_poll
 
 GONE = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+# How long a NotFound may be EC2 catching up with a launch, not an instance that is not there.
+NOT_FOUND_WINDOW = 60
 
 
 @named_aws_errors
-def inspect(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+def inspect(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
+    state = task.state
     settings = Settings.from_dict(state["settings"])
     if state.get("replayOf") or state.get("repair"):
         state = _replay_scope(autoscaling, state)
         if "nothingToDo" in state:
-            return state
-    instance = describe_instance(ec2, state["instanceId"])
-    if instance.state in GONE:
+            return state | {"instanceRunning": False}
+    wait = WaitProgress.from_dict(state.get("instanceWait"))
+    try:
+        instance: Instance | None = describe_instance(ec2, state["instanceId"])
+    except InstanceNotFound:
+        if wait.exhausted(min(NOT_FOUND_WINDOW, settings.instance_wait_seconds), task.now):
+            raise
+        instance = None
+    if instance is not None and instance.state in GONE:
         raise InstanceNotFound(f"{instance.id} is {instance.state}")
-    result = {**state, "instance": instance.to_dict()}
+    if instance is None or instance.state != "running":
+        seen = instance.state if instance else "not shown by EC2 yet"
+        if wait.exhausted(settings.instance_wait_seconds, task.now):
+            raise InstanceNotRunning(
+                f"{state['instanceId']} still {seen} after {wait.waited(task.now):.0f}s"
+            )
+        wait, beat = after_poll(task, wait, settings.heartbeat_timeout)
+        logger.info("waiting for the instance to run", extra={"instanceState": seen})
+        return {
+            **state,
+            "instanceRunning": False,
+            "instanceWait": wait.to_dict(),
+            "heartbeat": beat,
+        }
+    result = {**state, "instance": instance.to_dict(), "instanceRunning": True}
     existing = pool_enis_on(ec2, instance.id, settings.pool_tag_key, settings.pool_tag_value)
     if existing:
         # A duplicated event or a replay: keep the ENI the instance already has.
@@ -60,4 +88,4 @@ def _replay_scope(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return inspect(client("ec2"), client("autoscaling"), event)
+    return inspect(client("ec2"), client("autoscaling"), TaskInput.of(event))

@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.pool import Eni, describe_enis, detach
 from enipin_core.telemetry import logger, task_handler
+from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
@@ -27,4 +28,4 @@ def detach_all(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return detach_all(client("ec2"), event)
+    return detach_all(client("ec2"), TaskInput.of(event).state)

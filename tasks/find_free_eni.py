@@ -11,11 +11,12 @@ from enipin_core.errors import NoFreeEni
 from enipin_core.pool import Instance, free_enis, order_candidates
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
-from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
+from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
 
 
 @named_aws_errors
-def find(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
+def find(ec2: Any, task: TaskInput) -> dict[str, Any]:
+    state = task.state
     settings = Settings.from_dict(state["settings"])
     instance = Instance(**state["instance"])
     free = free_enis(ec2, instance, settings.pool_tag_key, settings.pool_tag_value)
@@ -23,13 +24,13 @@ def find(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     wait = WaitProgress.from_dict(state.get("poolWait"))
     beat = Heartbeat.of(state).to_dict()
     if not candidates:
-        if wait.exhausted(settings.pool_wait_seconds):
+        if wait.exhausted(settings.pool_wait_seconds, task.now):
             count("NoFreeEni")
             raise NoFreeEni(
                 f"no free ENI tagged {settings.pool_tag_key}={settings.pool_tag_value} "
-                f"in {instance.az} after {wait.waited_seconds}s"
+                f"in {instance.az} after {wait.waited(task.now):.0f}s"
             )
-        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
+        wait, beat = after_poll(task, wait, settings.heartbeat_timeout)
         logger.info("pool exhausted, waiting for a release", extra={"az": instance.az})
     candidates_out = [c.to_dict() for c in candidates]
     return {**state, "candidates": candidates_out, "poolWait": wait.to_dict(), "heartbeat": beat}
@@ -37,4 +38,4 @@ def find(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return find(client("ec2"), event)
+    return find(client("ec2"), TaskInput.of(event))

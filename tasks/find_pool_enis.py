@@ -10,6 +10,7 @@ from enipin_core.aws import client, named_aws_errors
 from enipin_core.pool import pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
+from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
@@ -22,4 +23,4 @@ def find(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return find(client("ec2"), event)
+    return find(client("ec2"), TaskInput.of(event).state)

@@ -11,19 +11,20 @@ from enipin_core.errors import NicNotVerified, VerificationTimedOut
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
 from enipin_core.verification import FIXABLE, VERIFIED, read_check
-from enipin_core.waiting import Heartbeat, WaitProgress, after_poll
+from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
 
 
 @named_aws_errors
-def judge(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
+def judge(ssm: Any, task: TaskInput) -> dict[str, Any]:
+    state = task.state
     settings = Settings.from_dict(state["settings"])
     verification = dict(state["verification"])
     result = read_check(ssm, verification["commandId"], state["instanceId"])
     wait = WaitProgress.from_dict(verification.get("wait"))
     if result.pending:
-        if wait.exhausted(settings.verify_wait_seconds):
+        if wait.exhausted(settings.verify_wait_seconds, task.now):
             raise VerificationTimedOut(f"command {verification['commandId']}: {result.detail}")
-        wait, beat = after_poll(state, wait, settings.poll_seconds, settings.heartbeat_timeout)
+        wait, beat = after_poll(task, wait, settings.heartbeat_timeout)
         pending = {"status": "PENDING", "wait": wait.to_dict()}
         return {**state, "verification": verification | pending, "heartbeat": beat}
     state = {**state, "heartbeat": Heartbeat.of(state).to_dict()}
@@ -44,4 +45,4 @@ def judge(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return judge(client("ssm"), event)
+    return judge(client("ssm"), TaskInput.of(event))

@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
-from enipin_core.aws import client, error_code, named_aws_errors
+from enipin_core.aws import chunked, client, error_code, named_aws_errors
 from enipin_core.events import KINDS, LAUNCHING, TERMINATING
 from enipin_core.lifecycle import COMPLETED, record_heartbeat
 from enipin_core.pool import detach_if_still_on, pool_enis
@@ -24,6 +24,7 @@ from enipin_core.poolmetrics import count_pool, group_azs, publish
 from enipin_core.reconcile import RELEASE, RESUME, Member, Repair, Snapshot, plan
 from enipin_core.settings import Settings, managed_groups
 from enipin_core.telemetry import count, logger, metrics, tracer
+from enipin_core.waiting import parse_time
 
 SETTINGS = Settings.from_env()
 GROUPS = managed_groups()
@@ -76,19 +77,22 @@ def _warm(autoscaling: Any, group: str) -> list[dict[str, Any]]:
         kwargs["NextToken"] = page["NextToken"]
 
 
-def ec2_states(ec2: Any, instance_ids: set[str]) -> dict[str, str]:
-    """By filter, not by id: an id EC2 has forgotten must not fail the whole call."""
-    if not instance_ids:
-        return {}
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[{"Name": "instance-id", "Values": sorted(instance_ids)}]
-    )
-    return {
-        i["InstanceId"]: i["State"]["Name"]
-        for page in pages
-        for r in page["Reservations"]
-        for i in r["Instances"]
-    }
+def ec2_view(ec2: Any, instance_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Each instance's state and launch time. By filter, not by id: an id EC2 has forgotten
+    must not fail the whole call; 200 ids a call, the most one filter takes."""
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in chunked(instance_ids):
+        pages = ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-id", "Values": chunk}]
+        )
+        for page in pages:
+            for reservation in page["Reservations"]:
+                for i in reservation["Instances"]:
+                    found[i["InstanceId"]] = {
+                        "state": i["State"]["Name"],
+                        "launched": i["LaunchTime"],
+                    }
+    return found
 
 
 def busy_instances(sfn: Any, machines: dict[str, str]) -> set[str]:
@@ -114,18 +118,23 @@ def _instance_of(sfn: Any, execution: dict[str, Any]) -> str:
 
 
 @named_aws_errors
-def snapshot(ec2: Any, autoscaling: Any, sfn: Any, settings: Settings) -> Snapshot:
+def snapshot(
+    ec2: Any, autoscaling: Any, sfn: Any, settings: Settings, now: datetime | None
+) -> Snapshot:
     group_members = members(autoscaling, GROUPS)
     pool = pool_enis(ec2, settings.pool_tag_key, settings.pool_tag_value)
     holders = {e.instance_id for e in pool if e.instance_id}
+    view = ec2_view(ec2, holders | {m.instance_id for m in group_members})
     return Snapshot(
         members=group_members,
         pool=pool,
-        ec2_states=ec2_states(ec2, holders | {m.instance_id for m in group_members}),
+        ec2_states={i: v["state"] for i, v in view.items()},
         busy=busy_instances(sfn, state_machines()),
         device_index=settings.device_index,
         hooks=hooks(),
         warm_pool_keeps_eni=settings.warm_pool_keeps_eni,
+        launched={i: v["launched"] for i, v in view.items()},
+        now=now,
     )
 
 
@@ -139,18 +148,19 @@ def carry_out(ec2: Any, autoscaling: Any, sfn: Any, repair: Repair, now: datetim
         done = detach_if_still_on(ec2, repair.eni_id, repair.instance_id, repair.attachment_id)
         return "detached" if done else "no longer there"
     assert repair.transition is not None and repair.group is not None
-    if repair.kind == RESUME and repair.hook_name:
-        # The action has waited since its event was lost, the workflow counts its heartbeats
-        # from its own start: give it a full heartbeat timeout first.
-        action = {"groupName": repair.group, "hookName": repair.hook_name}
-        if record_heartbeat(autoscaling, action | {"instanceId": repair.instance_id}) != COMPLETED:
-            return "no longer waiting"
-    request = {
+    request: dict[str, Any] = {
         "instanceId": repair.instance_id,
         "groupName": repair.group,
         "transition": repair.transition,
         "reason": repair.reason,
     }
+    if repair.kind == RESUME and repair.hook_name:
+        # The action has waited since its event was lost: give it a full heartbeat timeout
+        # first, and tell the workflow when (its heartbeats count from then).
+        action = {"groupName": repair.group, "hookName": repair.hook_name}
+        if record_heartbeat(autoscaling, action | {"instanceId": repair.instance_id}) != COMPLETED:
+            return "no longer waiting"
+        request["heartbeatAt"] = now.isoformat()
     request |= {"hookName": repair.hook_name} if repair.hook_name else {}
     request |= {"destination": repair.destination} if repair.destination else {}
     # One name per instance, transition and round: a round retried by Lambda starts one run,
@@ -169,10 +179,15 @@ def carry_out(ec2: Any, autoscaling: Any, sfn: Any, repair: Repair, now: datetim
     return f"started {name}"
 
 
-def reconcile(ec2: Any, autoscaling: Any, sfn: Any, dry_run: bool) -> dict[str, Any]:
-    snap = snapshot(ec2, autoscaling, sfn, SETTINGS)
+def reconcile(
+    ec2: Any, autoscaling: Any, sfn: Any, dry_run: bool, scheduled_at: datetime | None = None
+) -> dict[str, Any]:
+    """One round. ``scheduled_at``: EventBridge's time for a scheduled round, which then leaves
+    launches younger than RESUME_AFTER to their own events; a round an operator asks for by
+    hand resumes every waiting action it finds with no run."""
+    now = max(scheduled_at, datetime.now(UTC)) if scheduled_at else datetime.now(UTC)
+    snap = snapshot(ec2, autoscaling, sfn, SETTINGS, now if scheduled_at else None)
     repairs, busy = plan(snap)
-    now = datetime.now(UTC)
     rows = []
     for repair in repairs:
         outcome = "planned" if dry_run else carry_out(ec2, autoscaling, sfn, repair, now)
@@ -190,5 +205,9 @@ def reconcile(ec2: Any, autoscaling: Any, sfn: Any, dry_run: bool) -> dict[str, 
 @tracer.capture_lambda_handler(capture_response=False)
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    dry_run = bool((event or {}).get("dryRun"))
-    return reconcile(client("ec2"), client("autoscaling"), client("stepfunctions"), dry_run)
+    event = event or {}
+    dry_run = bool(event.get("dryRun"))
+    scheduled_at = parse_time(event["time"]) if event.get("time") else None
+    return reconcile(
+        client("ec2"), client("autoscaling"), client("stepfunctions"), dry_run, scheduled_at
+    )

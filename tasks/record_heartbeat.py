@@ -9,12 +9,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.lifecycle import record_heartbeat
 from enipin_core.telemetry import logger, task_handler
-from enipin_core.waiting import Heartbeat
+from enipin_core.waiting import Heartbeat, TaskInput
 
 
 @named_aws_errors
-def beat(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
-    reset = {"heartbeat": Heartbeat().to_dict()}
+def beat(autoscaling: Any, task: TaskInput) -> dict[str, Any]:
+    # Counted from this state's entry, before the call: never later than the extension itself.
+    state = task.state
+    reset = {"heartbeat": Heartbeat.since(task.entered).to_dict()}
     lifecycle = state.get("lifecycle")
     if not lifecycle:  # repair runs have no lifecycle action to extend
         return {**state, **reset}
@@ -25,4 +27,4 @@ def beat(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return beat(client("autoscaling"), event)
+    return beat(client("autoscaling"), TaskInput.of(event))

@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.pool import detach_if_still_on
 from enipin_core.telemetry import logger, task_handler
+from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
@@ -23,4 +24,4 @@ def release(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return release(client("ec2"), event)
+    return release(client("ec2"), TaskInput.of(event).state)

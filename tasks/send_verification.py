@@ -11,6 +11,7 @@ from enipin_core.aws import client, named_aws_errors
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
 from enipin_core.verification import send_check
+from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
@@ -37,4 +38,4 @@ def send(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return send(client("ssm"), event)
+    return send(client("ssm"), TaskInput.of(event).state)

@@ -6,9 +6,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from enipin_core.errors import SettingsOutOfBounds
 from enipin_core.events import LAUNCHING, TERMINATING, LifecycleAction, is_test_notification
 from enipin_core.settings import Settings, managed_groups
 from enipin_core.telemetry import logger, task_handler
+from enipin_core.waiting import Heartbeat, TaskInput
 
 SETTINGS = Settings.from_env()
 GROUPS = managed_groups()
@@ -40,6 +42,9 @@ def decide(event: Any, settings: Settings, groups: frozenset[str]) -> dict[str, 
     if action.group_name not in groups:  # none configured: act on no group at all
         return ignore(f"group {action.group_name} is not managed here", action.instance_id)
     settings = action.settings(settings)
+    problem = settings.out_of_bounds()
+    if problem:
+        raise SettingsOutOfBounds(f"{action.group_name}: {problem}")
     if action.destination == WARM_POOL:
         verb = WARM_POOL_ACTIONS[action.transition, settings.warm_pool_keeps_eni]
     else:
@@ -52,6 +57,8 @@ def decide(event: Any, settings: Settings, groups: frozenset[str]) -> dict[str, 
         "settings": settings.to_dict(),
         **({"replayOf": action.replay_of} if action.replay_of else {}),
         **({"repair": True} if action.repair else {}),
+        # the action's clock: its heartbeats count from when it was last extended
+        "heartbeat": Heartbeat(action.extended_at).to_dict(),
         # fields the execution's output reads, whichever path it takes
         "racesLost": 0,
         "lifecycleResult": None,
@@ -60,4 +67,4 @@ def decide(event: Any, settings: Settings, groups: frozenset[str]) -> dict[str, 
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return decide(event, SETTINGS, GROUPS)
+    return decide(TaskInput.of(event).state, SETTINGS, GROUPS)

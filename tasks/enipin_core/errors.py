@@ -12,8 +12,17 @@ class InvalidLifecycleEvent(EnipinError):
     """The input is not a well-formed Auto Scaling lifecycle event; nothing was touched."""
 
 
+class SettingsOutOfBounds(EnipinError):
+    """The deployment's wait bounds (with the hook's NotificationMetadata) cannot hold on AWS:
+    past Step Functions' history limit or the hook's global timeout. Fix the parameters."""
+
+
 class InstanceNotFound(EnipinError):
     """The event names an instance EC2 does not know (or it is already gone)."""
+
+
+class InstanceNotRunning(EnipinError):
+    """The instance did not reach ``running`` (or EC2 did not show it) within the wait."""
 
 
 class NoFreeEni(EnipinError):
@@ -30,6 +39,11 @@ class AttachmentNotReady(EnipinError):
 
 class SsmAgentNotOnline(EnipinError):
     """The instance's SSM agent did not come online within the configured wait."""
+
+
+class SsmAgentNotReady(EnipinError):
+    """SendCommand refused the instance (``InvalidInstanceId``) although its agent had reported
+    Online: SSM has not caught up yet. The workflow goes back to the agent wait."""
 
 
 class VerificationTimedOut(EnipinError):
@@ -58,11 +72,14 @@ class AwsTransientError(EnipinError):
 
 ALL_ERRORS: tuple[type[EnipinError], ...] = (
     InvalidLifecycleEvent,
+    SettingsOutOfBounds,
     InstanceNotFound,
+    InstanceNotRunning,
     NoFreeEni,
     DeviceIndexInUse,
     AttachmentNotReady,
     SsmAgentNotOnline,
+    SsmAgentNotReady,
     VerificationTimedOut,
     NicNotVerified,
     InstanceTerminating,

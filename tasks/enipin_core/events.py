@@ -71,6 +71,9 @@ class LifecycleAction:
     metadata: dict[str, Any]
     replay_of: str | None = None
     repair: str | None = None  # why the reconciler started this run
+    # When the action was last extended, as far as this input knows: the event's time (the
+    # action began then), or the reconciler's heartbeat before it resumed it.
+    extended_at: str | None = None
 
     @classmethod
     def from_repair(cls, request: Any) -> LifecycleAction:
@@ -88,6 +91,7 @@ class LifecycleAction:
             destination=repair.get("destination"),
             metadata={},
             repair=repair["reason"],
+            extended_at=repair.get("heartbeatAt"),
         )
 
     @classmethod
@@ -106,6 +110,7 @@ class LifecycleAction:
             destination=detail.get("Destination"),
             metadata=_parse_metadata(detail.get("NotificationMetadata")),
             replay_of=(event.get("replay") or {}).get("of"),
+            extended_at=event.get("time"),
         )
 
     @property

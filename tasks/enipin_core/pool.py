@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from enipin_core.aws import error_code, error_message
+from enipin_core.aws import chunked, error_code, error_message
 from enipin_core.errors import (
     AwsTransientError,
     DeviceIndexInUse,
@@ -215,7 +215,11 @@ def _eni_still_free(ec2: Any, eni_id: str) -> bool:
 
 
 def detach_if_still_on(ec2: Any, eni_id: str, instance_id: str, attachment_id: str | None) -> bool:
-    """Detach the ENI only while it still sits on this instance with our attachment."""
+    """Detach the ENI only while it still sits on this instance with our attachment. Knowing
+    the attachment, EC2 itself is the judge (an attachment id names one ENI on one instance,
+    and a describe may lag the attach); without it, what a describe shows."""
+    if attachment_id:
+        return _detach_attachment(ec2, attachment_id, force=False)
     eni = describe_eni(ec2, eni_id)
     if eni is None or eni.instance_id != instance_id:
         return False
@@ -228,19 +232,25 @@ def detach_if_still_on(ec2: Any, eni_id: str, instance_id: str, attachment_id: s
 
 def describe_enis(ec2: Any, eni_ids: list[str]) -> list[Eni]:
     """The ENIs that still exist among ``eni_ids`` (a deleted one is simply absent)."""
-    if not eni_ids:
-        return []
-    return _describe_enis(ec2, [{"Name": "network-interface-id", "Values": eni_ids}])
+    return [
+        eni
+        for chunk in chunked(eni_ids)
+        for eni in _describe_enis(ec2, [{"Name": "network-interface-id", "Values": chunk}])
+    ]
 
 
 def detach(ec2: Any, eni: Eni, force: bool) -> bool:
     """Ask EC2 to detach ``eni`` from where it is; False when it is no longer attached."""
     if eni.attachment_id is None:
         return False
+    return _detach_attachment(ec2, eni.attachment_id, force)
+
+
+def _detach_attachment(ec2: Any, attachment_id: str, force: bool) -> bool:
     try:
-        ec2.detach_network_interface(AttachmentId=eni.attachment_id, Force=force)
+        ec2.detach_network_interface(AttachmentId=attachment_id, Force=force)
     except ClientError as exc:
-        if error_code(exc) == "InvalidAttachmentID.NotFound":
+        if error_code(exc) == "InvalidAttachmentID.NotFound":  # detached already
             return False
         raise
     return True

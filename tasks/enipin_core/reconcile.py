@@ -3,12 +3,15 @@ make it converge to "every InService instance has exactly one pool ENI, and no p
 an instance outside the groups". Pure: it decides from a snapshot; the handler acts.
 
 An instance with a workflow running for it is left alone this round: the workflow is already
-changing it, and a repair now would race it.
+changing it, and a repair now would race it. So is a launch younger than ``RESUME_AFTER``: its
+event may still be on its way (EventBridge delivers late at times, and ListExecutions is
+eventually consistent, so "no run listed" does not yet mean "no run coming").
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from enipin_core.events import LAUNCHING, TERMINATING
@@ -19,6 +22,9 @@ RESUME = "RESUME"  # a lifecycle action waits with no workflow: start the workfl
 RELEASE = "RELEASE"  # detach a pool ENI that sits where it must not
 
 GONE = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
+# How old a waiting launch must be before a round resumes it as lost. With the default
+# schedule (2 minutes) a lost launch is resumed, and heartbeated, at most 210 s into a 300 s hook.
+RESUME_AFTER = 90
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class Snapshot:
     device_index: int
     hooks: dict[str, str] = field(default_factory=dict)  # transition -> our hook's name
     warm_pool_keeps_eni: bool = False
+    launched: dict[str, datetime] = field(default_factory=dict)  # instance id -> LaunchTime
+    now: datetime | None = None  # the round's time; None: every waiting action is old enough
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,9 @@ def plan(snap: Snapshot) -> tuple[list[Repair], list[str]]:
     members = {m.instance_id: m for m in snap.members}
     repairs: list[Repair] = []
     touched = set(members) | set(by_instance)
+    young = {m.instance_id for m in snap.members if _launch_may_be_on_its_way(m, snap)}
     for member in snap.members:
-        if member.instance_id not in snap.busy:
+        if member.instance_id not in snap.busy | young:
             repairs += _member_repairs(member, by_instance.get(member.instance_id, []), snap)
     for instance_id, enis in sorted(by_instance.items()):
         if instance_id not in members and instance_id not in snap.busy:
@@ -81,7 +90,18 @@ def plan(snap: Snapshot) -> tuple[list[Repair], list[str]]:
             repairs += [
                 _release(e, f"on {instance_id} ({state}), outside the groups") for e in enis
             ]
-    return repairs, sorted(touched & snap.busy)
+    return repairs, sorted(touched & (snap.busy | young))
+
+
+def _launch_may_be_on_its_way(member: Member, snap: Snapshot) -> bool:
+    """A launch hold younger than RESUME_AFTER: its own run may not be listed yet. (EC2 sets
+    LaunchTime again at every start, so a warm instance's age counts from leaving the pool.)
+    A terminate hold has no such clock here; its workflow is idempotent, so a second run for
+    it finds nothing left to do."""
+    launched = snap.launched.get(member.instance_id)
+    if snap.now is None or launched is None or not member.lifecycle_state.endswith("Pending:Wait"):
+        return False
+    return (snap.now - launched).total_seconds() < RESUME_AFTER
 
 
 # Waiting states -> the transition whose action holds the instance there.

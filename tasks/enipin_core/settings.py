@@ -6,6 +6,18 @@ import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from enipin_core.waiting import HEARTBEAT_AT
+
+# Step Functions ends a Standard execution outright at 25,000 history events; keep a fifth spare.
+HISTORY_LIMIT = 25_000
+HISTORY_BUDGET = 20_000
+MAX_GLOBAL_TIMEOUT = 48 * 3600  # a hook's global timeout: min(48 h, 100 x HeartbeatTimeout)
+EVENTS_PER_TASK = 5  # TaskStateEntered, TaskScheduled, TaskStarted, TaskSucceeded, TaskStateExited
+EVENTS_PER_POLL = 2 + EVENTS_PER_TASK + 2  # the Wait, the Task, the Choice
+EVENTS_PER_RETRY = 3  # TaskScheduled, TaskStarted, TaskFailed of one retried attempt
+WAIT_LOOPS = 6  # the instance, pool, attachment, agent and two verification waits
+FIXED_EVENTS = 120  # the straight path, its Choices and the failure path
+
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
@@ -19,6 +31,7 @@ class Settings:
     pool_tag_value: str
     device_index: int
     poll_seconds: int
+    instance_wait_seconds: int
     pool_wait_seconds: int
     attach_wait_seconds: int
     agent_wait_seconds: int
@@ -38,6 +51,7 @@ class Settings:
             pool_tag_value=os.environ.get("POOL_TAG_VALUE", "Dedicated-ENI"),
             device_index=_env_int("DEVICE_INDEX", 1),
             poll_seconds=_env_int("POLL_SECONDS", 5),
+            instance_wait_seconds=_env_int("INSTANCE_WAIT_SECONDS", 300),
             pool_wait_seconds=_env_int("POOL_WAIT_SECONDS", 600),
             attach_wait_seconds=_env_int("ATTACH_WAIT_SECONDS", 60),
             agent_wait_seconds=_env_int("AGENT_WAIT_SECONDS", 600),
@@ -53,6 +67,54 @@ class Settings:
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:
         return replace(self, **overrides)
+
+    def launch_wait_seconds(self) -> int:
+        """The longest a launch may wait in all, every bound spent (two verification rounds)."""
+        return (
+            self.instance_wait_seconds
+            + self.pool_wait_seconds
+            + self.attach_wait_seconds
+            + self.agent_wait_seconds
+            + 2 * self.verify_wait_seconds
+        )
+
+    def history_events(self, wait_seconds: int) -> int:
+        """A bound on the history events of a run that waits ``wait_seconds`` in all: every
+        poll is a Wait, a Task and a Choice, every heartbeat a Task more; each Task's Retry
+        may add its failed attempts."""
+        polls = wait_seconds // max(self.poll_seconds, 1) + WAIT_LOOPS
+        beats = int(wait_seconds / (self.heartbeat_timeout * HEARTBEAT_AT)) + WAIT_LOOPS
+        return (
+            polls * (EVENTS_PER_POLL + EVENTS_PER_RETRY)
+            + beats * (EVENTS_PER_TASK + EVENTS_PER_RETRY)
+            + FIXED_EVENTS
+        )
+
+    def global_timeout(self) -> int:
+        """How long the hook holds an instance at most, heartbeats or not."""
+        return min(MAX_GLOBAL_TIMEOUT, 100 * self.heartbeat_timeout)
+
+    def out_of_bounds(self) -> str | None:
+        """Why these bounds cannot hold on AWS, or None: a run that would pass the 25,000
+        history events fails outright (past every Catch, its ENI left attached), and a wait
+        longer than the hook's global timeout ends in the hook's DefaultResult anyway."""
+        for name, seconds in (
+            ("launch", self.launch_wait_seconds()),
+            ("termination", self.detach_wait_seconds),
+        ):
+            events = self.history_events(seconds)
+            if events > HISTORY_BUDGET:
+                return (
+                    f"a {name} may wait {seconds}s polling every {self.poll_seconds}s: about "
+                    f"{events} history events, over the {HISTORY_BUDGET} kept below Step "
+                    f"Functions' limit of {HISTORY_LIMIT}"
+                )
+            if seconds > self.global_timeout():
+                return (
+                    f"a {name} may wait {seconds}s, longer than the hook's global timeout of "
+                    f"{self.global_timeout()}s (min(48 h, 100 x HookHeartbeatTimeout))"
+                )
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

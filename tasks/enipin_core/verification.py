@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from enipin_core.aws import error_code, error_message
-from enipin_core.errors import SsmAgentNotOnline
+from enipin_core.errors import SsmAgentNotReady
 
 VERIFIED = "VERIFIED"
 # Verdicts one remediation (link up, DHCP) or a second look may fix.
@@ -18,9 +18,14 @@ _FINAL_STATUSES = frozenset({"Success", "Failed", "Cancelled", "TimedOut"})
 
 
 def agent_online(ssm: Any, instance_id: str) -> bool:
-    resp = ssm.describe_instance_information(
-        Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
-    )
+    try:
+        resp = ssm.describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
+        )
+    except ClientError as exc:
+        if error_code(exc) == "InvalidInstanceId":  # not a managed node (yet): not online
+            return False
+        raise
     return any(
         info.get("InstanceId") == instance_id and info.get("PingStatus") == "Online"
         for info in resp.get("InstanceInformationList", [])
@@ -45,7 +50,9 @@ def send_check(
         )
     except ClientError as exc:
         if error_code(exc) == "InvalidInstanceId":
-            raise SsmAgentNotOnline(f"{instance_id}: {error_message(exc)}") from None
+            # SSM may refuse an instance for a moment after its agent reported Online (or
+            # for good once it shuts down): back to the agent wait, which bounds both.
+            raise SsmAgentNotReady(f"{instance_id}: {error_message(exc)}") from None
         raise
     return str(resp["Command"]["CommandId"])
 

@@ -1,7 +1,10 @@
-"""Bounded waits driven by the state machine's Wait states, counted rather than clocked.
+"""Bounded waits driven by the state machine's Wait states, measured on the wall clock.
 
-A Lambda never sleeps and never trusts its own clock: each poll adds the Wait state's interval,
-so the bound and the heartbeat cadence follow the ASL whatever the invocations cost.
+A Lambda never sleeps: each poll is a Wait state and a Task. What a Task needs to know is how
+much time has really passed, and AWS's hooks count wall-clock time, not Wait-state seconds:
+Lambda run time, Retry back-off, the SDK's own retries and EventBridge's delivery all count
+too. So every Task is handed Step Functions' clock (``TaskInput``), and each wait and the
+heartbeat are measured on it.
 
 Each wait has its own bound (``WaitProgress``); the heartbeat is owed across all of them
 (``heartbeat`` in the run's state): a pool wait, an attachment, an agent and a verification
@@ -10,60 +13,120 @@ that each stay under half the hook's timeout can add up to more than all of it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+# The share of the hook's heartbeat timeout after which a heartbeat is due: half leaves the
+# other half for the slowest poll (its Lambda retries, throttled calls) to reach one.
+HEARTBEAT_AT = 0.5
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time as Step Functions and EventBridge write it ("...Z" or "+00:00")."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """What every Task state passes its function: the run's state, and Step Functions' clock
+    (``$$.State``: when the state was entered, how often it was retried)."""
+
+    state: dict[str, Any]
+    entered: datetime
+    retry_count: int = 0
+
+    @classmethod
+    def of(cls, event: dict[str, Any]) -> TaskInput:
+        if "state" not in event:  # an execution redriven under an older definition
+            return cls(state=dict(event), entered=datetime.now(UTC))
+        task = event.get("task") or {}
+        entered = task.get("EnteredTime")
+        return cls(
+            state=dict(event["state"]),
+            entered=parse_time(entered) if entered else datetime.now(UTC),
+            retry_count=int(task.get("RetryCount") or 0),
+        )
+
+    @property
+    def now(self) -> datetime:
+        """The later of Step Functions' entry into the state and the function's own clock: a
+        retried attempt runs after the entry, by back-offs only the function's clock sees."""
+        return max(self.entered, datetime.now(UTC))
 
 
 @dataclass(frozen=True)
 class WaitProgress:
-    """How long one wait has run, in poll intervals."""
+    """One wait: when its first poll came, and how many polls it has had."""
 
+    started: str | None = None
     polls: int = 0
-    waited_seconds: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> WaitProgress:
         data = data or {}  # a redrive may bring the fields of an older release: ignore those
-        return cls(
-            polls=int(data.get("polls", 0)), waited_seconds=int(data.get("waited_seconds", 0))
-        )
+        started = data.get("started")
+        return cls(started=str(started) if started else None, polls=int(data.get("polls", 0)))
 
-    def advance(self, interval: int) -> WaitProgress:
-        return WaitProgress(polls=self.polls + 1, waited_seconds=self.waited_seconds + interval)
+    def waited(self, now: datetime) -> float:
+        return 0.0 if self.started is None else (now - parse_time(self.started)).total_seconds()
 
-    def exhausted(self, limit_seconds: int) -> bool:
-        return self.waited_seconds >= limit_seconds
+    def advance(self, now: datetime) -> WaitProgress:
+        return WaitProgress(started=self.started or iso(now), polls=self.polls + 1)
+
+    def exhausted(self, limit_seconds: int, now: datetime) -> bool:
+        return self.started is not None and self.waited(now) >= limit_seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"started": self.started, "polls": self.polls}
 
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """Counted waiting since the run last heartbeated its lifecycle action (``$.heartbeat``).
+    """When the run's lifecycle action was last extended (``$.heartbeat``): by its start (the
+    event's time), by the reconciler before it resumed the action, or by a heartbeat task.
 
-    Due once half the hook's timeout has passed; it stays due, whichever wait the run is in,
-    until a heartbeat task resets it."""
+    Due once ``HEARTBEAT_AT`` of the hook's timeout has passed since; it stays due, whichever
+    wait the run is in, until a heartbeat task moves ``at``."""
 
-    since_seconds: int = 0
+    at: str | None = None
     due: bool = False
 
     @classmethod
     def of(cls, state: dict[str, Any]) -> Heartbeat:
         data = state.get("heartbeat") or {}
-        return cls(int(data.get("since_seconds", 0)), bool(data.get("due", False)))
+        at = data.get("at")
+        return cls(str(at) if at else None, bool(data.get("due", False)))
 
-    def waited(self, interval: int, heartbeat_timeout: int) -> Heartbeat:
-        since = self.since_seconds + interval
-        return Heartbeat(since, since * 2 >= heartbeat_timeout)
+    @classmethod
+    def since(cls, moment: datetime) -> Heartbeat:
+        return cls(iso(moment), False)
+
+    def seen_at(self, now: datetime, heartbeat_timeout: int) -> Heartbeat:
+        """The heartbeat as of ``now``: due once enough of the hook's timeout has passed."""
+        if self.at is None:  # nothing known of the action's clock: extend it at once
+            return Heartbeat(None, True)
+        elapsed = (now - parse_time(self.at)).total_seconds()
+        return Heartbeat(self.at, self.due or elapsed >= heartbeat_timeout * HEARTBEAT_AT)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"at": self.at, "due": self.due}
 
 
 def after_poll(
-    state: dict[str, Any], wait: WaitProgress, interval: int, heartbeat_timeout: int
+    task: TaskInput, wait: WaitProgress, heartbeat_timeout: int
 ) -> tuple[WaitProgress, dict[str, Any]]:
-    """One more poll of ``wait``: (the wait advanced, the run's heartbeat after it)."""
-    beat = Heartbeat.of(state).waited(interval, heartbeat_timeout)
-    return wait.advance(interval), beat.to_dict()
+    """One more poll of ``wait``: (the wait advanced, the run's heartbeat as of now)."""
+    now = task.now
+    beat = Heartbeat.of(task.state).seen_at(now, heartbeat_timeout)
+    return wait.advance(now), beat.to_dict()
+
+
+def heartbeat_now(task: TaskInput, heartbeat_timeout: int) -> dict[str, Any]:
+    """The run's heartbeat as of now, for a task that found what it waited for."""
+    return Heartbeat.of(task.state).seen_at(task.now, heartbeat_timeout).to_dict()

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import wait_until
 
-from enipin.bench import CLASSIC_CALLER, boot_script, run_boot_scripts
+from enipin.bench import CLASSIC_CALLER, boot_script, run_boot_scripts, wait_running
 from enipin.cli import main
 from enipin.sandbox import Sandbox
 
@@ -144,12 +145,17 @@ def test_classic_boot_script_meets_ec2s_rules(sandbox: Factory) -> None:
         by_az.setdefault(instance["AvailabilityZone"], []).append(instance["InstanceId"])
     here = by_az.pop(first["AvailabilityZone"])
     elsewhere = next(iter(by_az.values()))
-    # WHEN the scripts run one after the other
+    # WHEN the scripts run one after the other, once their instances run
+    wait_running(sb, [elsewhere[0], *here])
     outcomes = [boot_script(ec2, i, TAG) for i in (elsewhere[0], here[0], here[1])]
     # THEN the first listed ENI is refused across AZs, given once, then in use
     assert outcomes == ["InvalidParameterCombination", "ok", "InvalidNetworkInterface.InUse"]
-    attached = ec2.describe_network_interfaces(NetworkInterfaceIds=[first["NetworkInterfaceId"]])
-    assert attached["NetworkInterfaces"][0]["Attachment"]["InstanceId"] == here[0]
+
+    def holder() -> str | None:  # a describe may lag the attach for a moment
+        shown = ec2.describe_network_interfaces(NetworkInterfaceIds=[first["NetworkInterfaceId"]])
+        return shown["NetworkInterfaces"][0].get("Attachment", {}).get("InstanceId")
+
+    wait_until(lambda: holder() == here[0], sb, 30)
 
 
 def test_boot_scripts_run_at_once_and_are_counted_as_theirs(sandbox: Factory) -> None:

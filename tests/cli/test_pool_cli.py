@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import group_instances
+from conftest import group_instances, wait_until
 
 from enipin.cli import main
 from enipin.pool_admin import Group, PoolEni, check_capacity
@@ -183,6 +183,7 @@ def attach_to_foreign_instance(sb: Sandbox, eni_id: str, subnet: str) -> str:
     instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet)[
         "Instances"
     ][0]["InstanceId"]
+    wait_until(lambda: sb.guests.is_running(instance), sb)  # EC2 attaches to running instances
     ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=instance, DeviceIndex=1)
     return str(instance)
 

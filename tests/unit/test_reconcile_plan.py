@@ -3,11 +3,12 @@ a running workflow is left to it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from enipin_core.events import LAUNCHING, TERMINATING
 from enipin_core.pool import Eni
-from enipin_core.reconcile import PIN, RELEASE, RESUME, Member, Snapshot, plan
+from enipin_core.reconcile import PIN, RELEASE, RESUME, RESUME_AFTER, Member, Snapshot, plan
 
 HOOKS = {LAUNCHING: "enipin-launch", TERMINATING: "enipin-terminate"}
 
@@ -117,3 +118,31 @@ def test_an_instance_waiting_on_its_way_back_to_the_warm_pool_resumes_the_termin
     assert [(r.kind, r.transition, r.hook_name) for r in repairs] == [
         (RESUME, TERMINATING, "enipin-terminate")
     ]
+
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def launched(seconds_ago: float) -> dict[str, datetime]:
+    return {"i-1": NOW - timedelta(seconds=seconds_ago)}
+
+
+def test_a_scheduled_round_leaves_a_launch_younger_than_the_margin_to_its_event() -> None:
+    young = snap([("i-1", "Pending:Wait")], [eni(1)], launched=launched(RESUME_AFTER - 1), now=NOW)
+    repairs, skipped = plan(young)
+    assert repairs == [] and skipped == ["i-1"]
+
+
+def test_a_scheduled_round_resumes_a_launch_older_than_the_margin() -> None:
+    old = snap([("i-1", "Pending:Wait")], [eni(1)], launched=launched(RESUME_AFTER), now=NOW)
+    assert kinds(old) == [(RESUME, "i-1", None)]
+
+
+def test_a_round_asked_for_by_hand_resumes_every_waiting_action() -> None:
+    by_hand = snap([("i-1", "Pending:Wait")], [eni(1)], launched=launched(1), now=None)
+    assert kinds(by_hand) == [(RESUME, "i-1", None)]
+
+
+def test_the_margin_holds_only_launches_a_terminate_hold_is_resumed_at_once() -> None:
+    leaving = snap([("i-1", "Terminating:Wait")], [], launched=launched(1), now=NOW)
+    assert kinds(leaving) == [(RESUME, "i-1", None)]
