@@ -1,5 +1,5 @@
-"""Which role of a resolved template may do what: every Allow statement a role carries, inline,
-from the stack's managed policies, from AWS::IAM::Policy resources attached to it, and from the
+"""Which role of a resolved template may do what: every statement a role carries, inline, from
+the stack's managed policies, from AWS::IAM::Policy resources attached to it, and from the
 AWS-managed policies whose content is known here."""
 
 from __future__ import annotations
@@ -31,11 +31,27 @@ AWS_MANAGED = {
 
 @dataclass(frozen=True)
 class Grant:
-    """One Allow statement a role carries, and where it comes from."""
+    """One statement a role carries, and where it comes from: its policy and its place there."""
 
     role: str
     source: str
     statement: dict[str, Any]
+    index: int = 0
+    version: str = "2012-10-17"  # the document's; policy variables work from this one on
+
+    @property
+    def effect(self) -> str:
+        return str(self.statement.get("Effect", ""))
+
+    @property
+    def sid(self) -> str:
+        """The statement's Sid, or its policy and place there for one without."""
+        return str(self.statement.get("Sid") or f"{self.source}#{self.index}")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(role, policy, Sid): names the statement among all of a template's."""
+        return (self.role, self.source, self.sid)
 
     @property
     def actions(self) -> list[str]:
@@ -46,7 +62,7 @@ class Grant:
         return listed(self.statement.get("Resource"))
 
     def where(self) -> str:
-        sid = self.statement.get("Sid", "?")
+        sid = self.statement.get("Sid") or f"statement {self.index}"
         return f"{self.role} ({self.source}, {sid})"
 
 
@@ -64,9 +80,15 @@ def roles(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def grants(resources: dict[str, Any], stack: Stack) -> tuple[list[Grant], list[str]]:
-    """Every Allow statement of every role: inline, from the stack's managed policies, from
-    AWS::IAM::Policy resources attached to it, and from known AWS-managed policies; plus the
-    managed policies nobody here knows the content of (each a violation)."""
+    """Every Allow statement of every role (``statements``, the Allows only)."""
+    found, unknown = statements(resources, stack)
+    return [g for g in found if g.effect == "Allow"], unknown
+
+
+def statements(resources: dict[str, Any], stack: Stack) -> tuple[list[Grant], list[str]]:
+    """Every statement of every role, Allow and Deny: inline, from the stack's managed policies,
+    from AWS::IAM::Policy resources attached to it, and from known AWS-managed policies; plus
+    the managed policies nobody here knows the content of (each a violation)."""
     by_name = {stack.physical[k]: k for k in resources}
     found: list[Grant] = []
     unknown: list[str] = []
@@ -85,12 +107,12 @@ def grants(resources: dict[str, Any], stack: Stack) -> tuple[list[Grant], list[s
             for role_name in res["Properties"].get("Roles", []):
                 document = res["Properties"]["PolicyDocument"]
                 found += _statements(by_name[role_name], logical, document)
-    return [g for g in found if g.statement.get("Effect") == "Allow"], unknown
+    return found, unknown
 
 
 def _managed(arn: str, resources: dict[str, Any], stack: Stack) -> Any:
     if arn in AWS_MANAGED:
-        return {"Statement": AWS_MANAGED[arn]}
+        return {"Version": "2012-10-17", "Statement": AWS_MANAGED[arn]}
     for logical, res in resources.items():
         if stack.arns[logical] == arn and res["Type"] == "AWS::IAM::ManagedPolicy":
             return res["Properties"]["PolicyDocument"]
@@ -98,4 +120,9 @@ def _managed(arn: str, resources: dict[str, Any], stack: Stack) -> Any:
 
 
 def _statements(role: str, source: str, document: Any) -> list[Grant]:
-    return [Grant(role, source, st) for st in document_of(document).get("Statement", [])]
+    doc = document_of(document)
+    version = str(doc.get("Version", "2008-10-17"))
+    listed_statements = doc.get("Statement", [])
+    if isinstance(listed_statements, dict):  # a document may hold one statement unlisted
+        listed_statements = [listed_statements]
+    return [Grant(role, source, st, i, version) for i, st in enumerate(listed_statements)]
