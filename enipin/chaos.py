@@ -63,6 +63,11 @@ FAULTS = (
     "eni_deleted_by_hand",
     "terminated_mid_workflow",
     "execution_failed_replayed",
+    "late_event",
+    "slow_boot",
+    "stale_describe",
+    "command_refused",
+    "broken_connection",
 )
 INVARIANTS = (
     "eni_on_two_instances",
@@ -88,6 +93,8 @@ THROTTLED = (
     ("sfn", "StartExecution"),
     ("lambda", "Invoke"),
 )
+# Calls the functions make whose connection a fault breaks (the SDK retries, then the ASL).
+DISCONNECTED = tuple(call for call in THROTTLED if call[0] not in ("lambda", "sfn"))
 AZS, POOL_PER_AZ, MAX_DESIRED = 2, 6, 6
 # ENIs a plan deletes at most: an AZ then still has a free ENI for a replacement while EC2
 # holds another on an instance terminated by hand.
@@ -239,6 +246,21 @@ def _params(rng: random.Random, fault: str, desired: int) -> dict[str, Any]:
             "delay": round(rng.uniform(0.0, 60.0), 1),
         },
         "drop_event": lambda: {"transition": transition},
+        "late_event": lambda: {
+            "transition": transition,
+            "delay": round(rng.uniform(10.0, 180.0), 1),
+        },
+        "slow_boot": lambda: {"boot_delay": round(rng.uniform(20.0, 200.0), 1)},
+        "stale_describe": lambda: {  # seconds, as launches meet it
+            "lag": round(rng.uniform(2.0, 10.0), 1),
+            "for": round(rng.uniform(30.0, 180.0), 1),
+        },
+        "command_refused": lambda: {"times": rng.randint(1, 4)},
+        "broken_connection": lambda: dict(
+            zip(("service", "operation"), rng.choice(DISCONNECTED), strict=True),
+            kind=rng.choice(("connect_timeout", "read_timeout", "no_connection")),
+            times=rng.randint(2, 8),
+        ),
         "throttle_burst": lambda: dict(
             zip(("service", "operation"), rng.choice(THROTTLED), strict=True),
             times=rng.randint(3, 15),
@@ -278,7 +300,7 @@ def _desired_after(fault: str, params: dict[str, Any], desired: int) -> int:
         return desired + int(params["count"])
     if fault == "scale_in":
         return desired - int(params["count"])
-    if fault in ("duplicate_event", "drop_event"):
+    if fault in ("duplicate_event", "drop_event", "late_event"):
         return desired + (1 if params["transition"] == LAUNCH else -1)
     if fault == "terminated_mid_workflow" and params["during"] == TERMINATE:
         return desired - 1  # it scales in one to have a termination to interrupt
@@ -407,6 +429,42 @@ class ChaosWorld:
         self.sb.autoscaling.drop_next(1, TRANSITIONS[params["transition"]])
         return self._scale_for(params["transition"])
 
+    def _late_event(self, params: dict[str, Any]) -> bool:
+        self.sb.autoscaling.delay_next(1, TRANSITIONS[params["transition"]], delay=params["delay"])
+        return self._scale_for(params["transition"])
+
+    def _slow_boot(self, params: dict[str, Any]) -> bool:
+        # Taken at launch: only this instance stays pending that long.
+        consistency = self.sb.ec2_consistency
+        usual, consistency.boot_delay = consistency.boot_delay, float(params["boot_delay"])
+        try:
+            return bool(self._one_more())
+        finally:
+            consistency.boot_delay = usual
+
+    def _stale_describe(self, params: dict[str, Any]) -> bool:
+        # For a while, DescribeNetworkInterfaces shows each new attachment late.
+        ec2 = self.sb.ec2
+        usual, ec2.describe_lag = ec2.describe_lag, float(params["lag"])
+        self.sb.clock.call_later(float(params["for"]), lambda: setattr(ec2, "describe_lag", usual))
+        self._one_more()
+        return True
+
+    def _command_refused(self, params: dict[str, Any]) -> bool:
+        # SSM refuses the next verifications as for an agent it does not know yet.
+        self.sb.ledger.fault(
+            "ssm", "SendCommand", "client_error", code="InvalidInstanceId", times=params["times"]
+        )
+        self._one_more()
+        return True
+
+    def _broken_connection(self, params: dict[str, Any]) -> bool:
+        self.sb.ledger.fault(
+            params["service"], params["operation"], params["kind"], times=params["times"]
+        )
+        self._one_more()
+        return True
+
     def _scale_for(self, transition: str) -> bool:
         if transition == LAUNCH:
             return bool(self._one_more())
@@ -422,7 +480,10 @@ class ChaosWorld:
         # (its replacement, if it is abandoned, boots like any other).
         usual, self.sb.ssm.agent_delay = self.sb.ssm.agent_delay, float(params["agent_delay"])
         try:
-            return bool(self._one_more())
+            new = self._one_more()
+            # the agent starts with the OS, once EC2 runs the instance
+            self.wait(lambda: all(self.sb.guests.is_running(i) for i in new), 300)
+            return bool(new)
         finally:
             self.sb.ssm.agent_delay = usual
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import in_service, pool_enis_on
+from conftest import finish, in_service, load_event, pool_enis_on, start
 
 from enipin import chaos
 from enipin.chaos import FAULTS, INVARIANTS, MAX_DESIRED, ChaosWorld, plan
@@ -92,6 +92,53 @@ def test_an_in_service_instance_without_its_eni_is_caught(sandbox: Factory) -> N
     assert world.wait(lambda: not pool_enis_on(sb, instance_id), 60)
     world.check_converged()
     assert invariants(world) == ["in_service_without_one_pool_eni"]
+
+
+def test_a_lifecycle_action_still_pending_once_the_run_settles_is_caught(
+    sandbox: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sandbox's hook timeout (1800 s) outlasts the wait for the world to settle
+    sb = sandbox(azs=1, pool_per_az=1)
+    world = ChaosWorld(sb)
+    sb.autoscaling.drop_next(1, LAUNCHING)  # no workflow, no reconciler: nobody completes it
+    sb.scale_out(1)
+    assert world.wait(lambda: bool(sb.autoscaling.pending_actions()), 120)
+    (instance_id,) = world.members()
+    monkeypatch.setattr(chaos, "SETTLE_TIMEOUT", 60.0)
+    assert world.settle() is False  # the world never comes to rest
+    world.check_converged()  # and the action still waits
+    assert invariants(world) == ["lifecycle_action_pending", "lifecycle_action_pending"]
+    assert "did not settle" in world.violations[0].detail
+    assert instance_id in world.violations[1].detail
+
+
+def test_a_run_that_failed_with_an_error_nobody_named_is_caught(sandbox: Factory) -> None:
+    sb = sandbox(azs=1, pool_per_az=1)
+    world = ChaosWorld(sb)
+
+    def bug(params: dict[str, list[str]]) -> None:
+        raise KeyError("Reservations")  # inside the function: as a bug of its own would
+
+    # DescribeInstance crashes on a launch an operator started by hand: the run abandons it
+    sb.ledger.before("ec2", "DescribeInstances", bug)
+    run = finish(sb, start(sb, load_event("launch-lifecycle-action")))
+    assert (run["status"], run["error"]) == ("FAILED", "KeyError")
+    world.check_converged()
+    assert invariants(world) == ["failed_without_named_error"]
+    assert "KeyError" in world.violations[0].detail
+
+
+def test_a_run_that_crashes_itself_is_caught_and_reported_not_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(self: ChaosWorld, params: dict[str, object]) -> list[str]:
+        raise RuntimeError("the world refused the scale-out")
+
+    monkeypatch.setattr(chaos, "plan", lambda seed: [chaos.Step(0, "scale_out", {"count": 1}, 0.0)])
+    monkeypatch.setattr(ChaosWorld, "_scale_out", refused)
+    result = chaos.run_one(5)
+    assert [(v.invariant, v.step) for v in result.violations] == [("run_crashed", 0)]
+    assert result.violations[0].detail == "RuntimeError: the world refused the scale-out"
 
 
 def test_named_errors_are_the_catalogue_and_the_errors_the_state_machines_name(
