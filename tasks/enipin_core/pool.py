@@ -27,6 +27,8 @@ LEAVING = frozenset({"shutting-down", "terminated"})  # instance states that nev
 TAKEN_CODES = frozenset(
     {"InvalidNetworkInterface.InUse", "InvalidParameterValue", "InvalidParameterCombination"}
 )
+# ... of which this one is also EC2's answer to a device index already in use on the instance.
+AMBIGUOUS_CODE = "InvalidParameterValue"
 
 
 @dataclass(frozen=True)
@@ -175,8 +177,10 @@ def attach_first_free(
                 continue
             if code not in TAKEN_CODES:
                 raise
-            if _eni_still_free(ec2, candidate.id):
-                # EC2 refused the instance side (device index in use), not the ENI.
+            if code == AMBIGUOUS_CODE and _index_taken(ec2, instance.id, device_index):
+                # EC2 refused the instance side (device index in use), not the ENI. Asked of
+                # the instance, not the ENI: a describe may still show an ENI free that a rival
+                # attached a moment ago (EC2 is eventually consistent).
                 raise DeviceIndexInUse(
                     f"{instance.id} refused {candidate.id} at device index {device_index}: "
                     f"{error_message(exc)}"
@@ -209,9 +213,11 @@ def _not_attachable(ec2: Any, instance_id: str, exc: ClientError) -> EnipinError
     return AwsTransientError(f"{instance_id} is {state}: {error_message(exc)}")
 
 
-def _eni_still_free(ec2: Any, eni_id: str) -> bool:
-    eni = describe_eni(ec2, eni_id)
-    return eni is not None and eni.status == "available"
+def _index_taken(ec2: Any, instance_id: str, device_index: int) -> bool:
+    """Does the instance already have an interface at ``device_index``?"""
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    interfaces = reservations[0]["Instances"][0].get("NetworkInterfaces", [])
+    return any((i.get("Attachment") or {}).get("DeviceIndex") == device_index for i in interfaces)
 
 
 def detach_if_still_on(ec2: Any, eni_id: str, instance_id: str, attachment_id: str | None) -> bool:

@@ -294,3 +294,60 @@ def test_an_agent_ssm_does_not_know_yet_reads_as_not_online_not_as_a_failure(
     assert sb.ledger.by_operation(outcome="InvalidInstanceId") == {
         "ssm.DescribeInstanceInformation": 2
     }
+
+
+def test_a_rival_attach_a_describe_still_hides_is_a_lost_race_not_a_device_index(
+    sandbox: Factory,
+) -> None:
+    """Found by the 200-instance bench: a describe that lags a rival's attach showed the ENI
+    free, and the refusal was read as "device index in use"; the launch was abandoned."""
+    sb = sandbox(azs=1, pool_per_az=3, describe_lag=60)
+    ec2 = sb.client("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    subnet = sb.world.subnets["us-east-1a"]
+    rival = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][
+        0
+    ]["InstanceId"]
+    wait_until(lambda: sb.guests.is_running(rival), sb)
+
+    def rival_takes_it(params: dict[str, list[str]]) -> None:
+        ec2.attach_network_interface(
+            NetworkInterfaceId=params["NetworkInterfaceId"][0], InstanceId=rival, DeviceIndex=1
+        )
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", rival_takes_it)
+    sb.scale_out(1)
+    sb.settle()
+    _, run = pinned_by_one_run(sb)
+    assert json.loads(run["output"])["attempts"]["racesLost"] == 1
+    assert "DeviceIndexInUse" not in history_errors(sb, run["executionArn"])
+
+
+def test_a_device_index_held_by_another_interface_fails_named_after_its_retries(
+    sandbox: Factory,
+) -> None:
+    # GIVEN an interface that is not the pool's at the device index, attached as the run attaches
+    sb = sandbox(azs=1, pool_per_az=2)
+    ec2 = sb.client("ec2")
+    subnet = sb.world.subnets["us-east-1a"]
+    foreign = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]
+    taken: list[str] = []
+
+    def someone_else_uses_the_index(params: dict[str, list[str]]) -> None:
+        taken.append(params["InstanceId"][0])
+        ec2.attach_network_interface(
+            NetworkInterfaceId=foreign["NetworkInterfaceId"],
+            InstanceId=params["InstanceId"][0],
+            DeviceIndex=1,
+        )
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", someone_else_uses_the_index)
+    sb.scale_out(1)
+    wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
+    (run,) = [describe(sb, e["executionArn"]) for e in sb.executions()]
+    # THEN it is named, retried (a concurrent run's pool ENI could have been lagging), and no
+    # pool ENI was left on the instance
+    assert run["error"] == "DeviceIndexInUse"
+    assert history_errors(sb, run["executionArn"]).count("DeviceIndexInUse") == 3
+    assert path_of(sb, run["executionArn"])[-3:] == ["ReleaseEni", "AbandonLaunch", "LaunchFailed"]
+    assert pool_enis_on(sb, taken[0]) == []
