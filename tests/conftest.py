@@ -38,6 +38,22 @@ def wait_until(predicate: Callable[[], bool], sb: Sandbox, aws_seconds: float = 
         time.sleep(0.02)
 
 
+def rival_instance(sb: Sandbox, az: str = "us-east-1a") -> str:
+    """An instance outside the group, in ``az``, once EC2 runs it (a launch is pending first):
+    a rival for the pool's ENIs, or someone's own server."""
+    ec2 = sb.client("ec2")
+    instance_id = str(
+        ec2.run_instances(
+            ImageId=ec2.describe_images()["Images"][0]["ImageId"],
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=sb.world.subnets[az],
+        )["Instances"][0]["InstanceId"]
+    )
+    wait_until(lambda: sb.guests.is_running(instance_id), sb)
+    return instance_id
+
+
 def describe(sb: Sandbox, execution_arn: str) -> dict[str, Any]:
     return dict(sb.client("stepfunctions").describe_execution(executionArn=execution_arn))
 

@@ -22,6 +22,7 @@ from conftest import (
     load_event,
     path_of,
     pool_enis_on,
+    rival_instance,
     start,
     wait_until,
 )
@@ -303,12 +304,7 @@ def test_a_rival_attach_a_describe_still_hides_is_a_lost_race_not_a_device_index
     free, and the refusal was read as "device index in use"; the launch was abandoned."""
     sb = sandbox(azs=1, pool_per_az=3, describe_lag=60)
     ec2 = sb.client("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    subnet = sb.world.subnets["us-east-1a"]
-    rival = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][
-        0
-    ]["InstanceId"]
-    wait_until(lambda: sb.guests.is_running(rival), sb)
+    rival = rival_instance(sb)
 
     def rival_takes_it(params: dict[str, list[str]]) -> None:
         ec2.attach_network_interface(

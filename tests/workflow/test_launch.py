@@ -23,6 +23,7 @@ from conftest import (
     load_event,
     path_of,
     pool_enis_on,
+    rival_instance,
     start,
     wait_until,
 )
@@ -163,12 +164,7 @@ def test_an_eni_released_during_the_wait_gets_used(sandbox: Factory) -> None:
 def test_lost_race_moves_to_another_eni(sandbox: Factory) -> None:
     sb = sandbox(azs=1, pool_per_az=3)
     ec2 = sb.client("ec2")
-    rival = ec2.run_instances(
-        ImageId=ec2.describe_images()["Images"][0]["ImageId"],
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=sb.world.subnets["us-east-1a"],
-    )["Instances"][0]["InstanceId"]
+    rival = rival_instance(sb)
 
     def rival_takes_it(params: dict[str, list[str]]) -> None:
         # another launch attaches the very ENI this one is about to attach

@@ -21,6 +21,7 @@ from conftest import (
     in_service,
     path_of,
     pool_enis_on,
+    rival_instance,
     wait_until,
 )
 
@@ -492,12 +493,7 @@ def test_a_lost_race_moves_on_to_the_next_candidate_in_the_same_attach(sandbox: 
     # its attach
     sb = sandbox(azs=1, pool_per_az=2)
     ec2 = sb.client("ec2")
-    rival = ec2.run_instances(
-        ImageId=ec2.describe_images()["Images"][0]["ImageId"],
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=sb.world.subnets["us-east-1a"],
-    )["Instances"][0]["InstanceId"]
+    rival = rival_instance(sb)
     taken: list[str] = []
 
     def rival_takes_it(params: dict[str, list[str]]) -> None:
