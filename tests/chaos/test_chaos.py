@@ -40,7 +40,8 @@ def test_forty_seeds_draw_every_fault_and_keep_the_group_within_bounds() -> None
 
 
 def pinned_world(sandbox: Factory, **kwargs: object) -> tuple[Sandbox, ChaosWorld, str]:
-    sb = sandbox(azs=1, pool_per_az=3, **kwargs)
+    # a planted violation is checked at once: no describe lag may hide what was planted
+    sb = sandbox(azs=1, pool_per_az=3, describe_lag=0, **kwargs)
     sb.scale_out(1)
     sb.settle()
     (instance_id,) = in_service(sb)
