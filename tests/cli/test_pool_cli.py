@@ -185,6 +185,12 @@ def attach_to_foreign_instance(sb: Sandbox, eni_id: str, subnet: str) -> str:
     ][0]["InstanceId"]
     wait_until(lambda: sb.guests.is_running(instance), sb)  # EC2 attaches to running instances
     ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=instance, DeviceIndex=1)
+
+    def shown() -> bool:  # a describe may lag the attach for a moment
+        found = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"]
+        return bool(found[0].get("Attachment"))
+
+    wait_until(shown, sb)
     return str(instance)
 
 
