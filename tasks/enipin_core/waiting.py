@@ -125,8 +125,3 @@ def after_poll(
     now = task.now
     beat = Heartbeat.of(task.state).seen_at(now, heartbeat_timeout)
     return wait.advance(now), beat.to_dict()
-
-
-def heartbeat_now(task: TaskInput, heartbeat_timeout: int) -> dict[str, Any]:
-    """The run's heartbeat as of now, for a task that found what it waited for."""
-    return Heartbeat.of(task.state).seen_at(task.now, heartbeat_timeout).to_dict()
