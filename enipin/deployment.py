@@ -60,7 +60,7 @@ class Deployment:
 
     @property
     def group_names(self) -> list[str]:
-        return [g.strip() for g in self.output("GroupName").split(",") if g.strip()]
+        return [g.strip() for g in self.output("ManagedGroupNames").split(",") if g.strip()]
 
     @property
     def pool_tag(self) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
-from enipin_core.verification import send_check
+from enipin_core.verification import delivery_seconds, send_check
 from enipin_core.waiting import TaskInput
 
 
@@ -27,6 +27,7 @@ def send(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
         eni["mac"],
         eni["private_ip"],
         remediate,
+        delivery_seconds(settings.verify_wait_seconds),
     )
     logger.info("verification sent", extra={"commandId": command_id, "remediate": remediate})
     rounds = previous.get("rounds", 0) + 1

@@ -15,6 +15,7 @@ import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from enipin.sandbox.lambdas import FunctionCode, LambdaRuntime
 from enipin.sandbox.template import (
     Resolver,
     TemplateError,
+    check_rules,
     expand_for_each,
     load,
     parameter_values,
@@ -63,6 +65,7 @@ _ARNS: dict[str, str] = {
     "AWS::IAM::ManagedPolicy": "arn:aws:iam::{account}:policy/{name}",
     "AWS::CloudWatch::Alarm": "arn:aws:cloudwatch:{region}:{account}:alarm:{name}",
     "AWS::SSM::Document": "arn:aws:ssm:{region}:{account}:document/{name}",
+    "AWS::Serverless::LayerVersion": "arn:aws:lambda:{region}:{account}:layer:{name}:1",
 }
 # Types whose Ref is their ARN (most give their name); an SQS queue's Ref is its URL.
 _REF_IS_ARN = {
@@ -70,6 +73,7 @@ _REF_IS_ARN = {
     "AWS::StepFunctions::StateMachine",
     "AWS::SNS::Topic",
     "AWS::IAM::ManagedPolicy",
+    "AWS::Serverless::LayerVersion",
 }
 # Types AWS gives no Arn attribute.
 _NO_ARN = {
@@ -109,6 +113,7 @@ class Stack:
     outputs: dict[str, str] = field(default_factory=dict)
     schedules: dict[str, str] = field(default_factory=dict)  # SAM's rule id -> expression
     schedule_targets: dict[str, str] = field(default_factory=dict)  # rule id -> function ARN
+    layers: set[str] = field(default_factory=set)  # layer version ARNs
 
     def arn(self, logical_id: str) -> str:
         return self.arns[logical_id]
@@ -149,6 +154,7 @@ class Deployer:
     ) -> Stack:
         template = load(template_path)
         values = parameter_values(template, parameters or {})
+        check_rules(template, values)
         template = expand_for_each(template, values)
         resources: dict[str, Any] = template["Resources"]
         stack, resolver = bind(template, values, stack_name, template_path)
@@ -156,6 +162,7 @@ class Deployer:
         globals_fn = template.get("Globals", {}).get("Function", {})
         for kind, create in (
             ("AWS::SSM::Document", self._document),
+            ("AWS::Serverless::LayerVersion", self._layer),
             ("AWS::Serverless::Function", self._function),
             ("AWS::Serverless::StateMachine", self._state_machine),
             ("AWS::Events::Rule", self._rule),
@@ -215,12 +222,31 @@ class Deployer:
             Content=json.dumps(props["Content"]),
         )
 
+    def _layer(self, stack: Stack, logical: str, props: dict[str, Any], *_: Any) -> None:
+        """A layer ``sam build`` makes from a requirements file: the sandbox runs its functions
+        in this interpreter, so each pin must be what is installed here."""
+        content = (stack.template_path.parent / props["ContentUri"]).resolve()
+        requirements = content / "requirements.txt"
+        if not requirements.is_file():
+            raise TemplateError(f"{logical}: ContentUri {props['ContentUri']} has no requirements")
+        for name, pinned in pinned_requirements(requirements).items():
+            try:
+                installed = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                raise TemplateError(f"{logical}: {name} is not installed") from None
+            if installed != pinned:
+                raise TemplateError(f"{logical}: pins {name}=={pinned}, {installed} runs here")
+        stack.layers.add(stack.arns[logical])
+
     def _function(
         self, stack: Stack, logical: str, props: dict[str, Any], resolver: Resolver, role: str
     ) -> None:
         code_dir = (stack.template_path.parent / props["CodeUri"]).resolve()
         if not code_dir.is_dir():
             raise TemplateError(f"{logical}: CodeUri {props['CodeUri']} is not a directory")
+        for layer in props.get("Layers", []):
+            if layer not in stack.layers:
+                raise TemplateError(f"{logical}: layer {layer} is not in the stack")
         env = {k: str(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()}
         name = stack.physical[logical]
         self.runtime.register(
@@ -365,6 +391,20 @@ def _merge_globals(globals_fn: dict[str, Any], props: dict[str, Any]) -> dict[st
     if env:
         merged["Environment"] = {"Variables": env}
     return merged
+
+
+def pinned_requirements(path: Path) -> dict[str, str]:
+    """``name==version`` lines of a requirements file (extras dropped), by normalized name."""
+    pins: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "==" not in line:
+            raise TemplateError(f"{path}: {line!r} is not pinned with ==")
+        name, version = line.split("==", 1)
+        pins[re.sub(r"[-_.]+", "-", name.split("[", 1)[0].strip().lower())] = version.strip()
+    return pins
 
 
 def _placeholder_zip() -> bytes:

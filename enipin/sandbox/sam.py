@@ -3,9 +3,9 @@ for the checks that must see what AWS will create (the roles SAM generates for t
 machines, the per-group resources of ``Fn::ForEach``, the rules and permissions of events).
 
 ``Fn::ForEach`` is expanded first with the given parameters, as ``AWS::LanguageExtensions`` does
-on AWS before the SAM transform runs; local ``CodeUri``/``DefinitionUri`` paths become S3
-locations, as ``sam package`` leaves them. ``resolve`` then evaluates every intrinsic function
-the way the sandbox's deploy does::
+on AWS before the SAM transform runs; local ``CodeUri``/``ContentUri``/``DefinitionUri`` paths
+become S3 locations, as ``sam package`` leaves them. ``resolve`` then evaluates every intrinsic
+function the way the sandbox's deploy does::
 
     python -m enipin.sandbox.sam infra/template.yaml GroupName=web-a,web-b > sam-template.json
 
@@ -62,7 +62,7 @@ def transform(template: Path | dict[str, Any], parameters: dict[str, Any]) -> di
 
 
 def _package(template: dict[str, Any]) -> None:
-    """Local code and definition paths -> S3 locations, as ``sam package`` uploads them."""
+    """Local code, layer and definition paths -> S3 locations, as ``sam package`` uploads them."""
     function_globals = template.get("Globals", {}).get("Function", {})
     if isinstance(function_globals.get("CodeUri"), str):
         function_globals["CodeUri"] = _ARTIFACTS + "code.zip"
@@ -70,6 +70,8 @@ def _package(template: dict[str, Any]) -> None:
         props = res.get("Properties", {})
         if isinstance(props.get("CodeUri"), str):
             props["CodeUri"] = f"{_ARTIFACTS}{logical}.zip"
+        if isinstance(props.get("ContentUri"), str):
+            props["ContentUri"] = f"{_ARTIFACTS}{logical}.zip"
         if isinstance(props.get("DefinitionUri"), str):
             props["DefinitionUri"] = f"{_ARTIFACTS}{logical}.asl.json"
 

@@ -74,6 +74,18 @@ def parameter_values(template: dict[str, Any], given: dict[str, Any]) -> dict[st
     return values
 
 
+def check_rules(template: dict[str, Any], values: dict[str, Any]) -> None:
+    """The template's Rules, as CloudFormation checks them before it creates anything: every
+    assertion of a rule whose RuleCondition holds (or that has none) must hold."""
+    resolver = Resolver(values, {}, _no_resources, _no_attributes, {})
+    for name, rule in template.get("Rules", {}).items():
+        if "RuleCondition" in rule and not resolver.resolve(rule["RuleCondition"]):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not resolver.resolve(assertion["Assert"]):
+                raise TemplateError(f"rule {name}: {assertion.get('AssertDescription', '')}")
+
+
 def _check_parameter(name: str, spec: dict[str, Any], value: str | list[str]) -> None:
     """The constraints CloudFormation checks before it creates anything; a pattern applies to
     each item of a CommaDelimitedList."""
@@ -276,6 +288,7 @@ _FUNCTIONS: dict[str, Callable[[Resolver, Any], Any]] = {
     "Fn::If": _if,
     "Fn::Equals": lambda r, a: r.resolve(a[0]) == r.resolve(a[1]),
     "Fn::Not": lambda r, a: not r.resolve(a[0]),
+    "Fn::Contains": lambda r, a: r.resolve(a[1]) in r.resolve(a[0]),
     "Fn::And": lambda r, a: all(r.resolve(x) for x in a),
     "Fn::Or": lambda r, a: any(r.resolve(x) for x in a),
     "Fn::ToJsonString": lambda r, a: json.dumps(r.resolve(a)),

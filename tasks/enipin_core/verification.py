@@ -15,6 +15,16 @@ VERIFIED = "VERIFIED"
 # Verdicts one remediation (link up, DHCP) or a second look may fix.
 FIXABLE = frozenset({"DOWN", "NO_ADDRESS", "NOT_FOUND"})
 _FINAL_STATUSES = frozenset({"Success", "Failed", "Cancelled", "TimedOut"})
+# The document step's own timeoutSeconds (infra/template.yaml): the script's worst case is 40 s.
+SCRIPT_SECONDS = 60
+# SendCommand's TimeoutSeconds (how long SSM waits for the agent to start it) may not be less.
+_MIN_DELIVERY_SECONDS = 30
+
+
+def delivery_seconds(verify_wait_seconds: int) -> int:
+    """Of one verification's bound, what the agent gets to start the command: the rest is the
+    script's own timeout, so that SSM has given up on the command by the time the run does."""
+    return max(_MIN_DELIVERY_SECONDS, verify_wait_seconds - SCRIPT_SECONDS)
 
 
 def agent_online(ssm: Any, instance_id: str) -> bool:
@@ -33,9 +43,16 @@ def agent_online(ssm: Any, instance_id: str) -> bool:
 
 
 def send_check(
-    ssm: Any, instance_id: str, document: str, mac: str, expected_ip: str, remediate: bool
+    ssm: Any,
+    instance_id: str,
+    document: str,
+    mac: str,
+    expected_ip: str,
+    remediate: bool,
+    timeout_seconds: int,
 ) -> str:
-    """Run the stack's verification document (typed, pattern-checked parameters) on one host."""
+    """Run the stack's verification document (typed, pattern-checked parameters) on one host;
+    the agent must start it within ``timeout_seconds``."""
     try:
         resp = ssm.send_command(
             InstanceIds=[instance_id],
@@ -46,7 +63,7 @@ def send_check(
                 "Remediate": ["true" if remediate else "false"],
             },
             Comment=f"enipin verify {mac}"[:100],
-            TimeoutSeconds=60,
+            TimeoutSeconds=timeout_seconds,
         )
     except ClientError as exc:
         if error_code(exc) == "InvalidInstanceId":

@@ -19,7 +19,7 @@ def test_demo_pins_every_instance_and_reports_no_double_attachment() -> None:
     report = json.loads(result.output)
     assert report["guest_mode"] == EXPECTED_MODE
     summary = report["summary"]
-    assert summary["launched"] == 12
+    assert summary["launched"] == 12, report
     assert summary["pinned"] == 12
     assert summary["double_attached"] == 0
     assert summary["executions"] == {"SUCCEEDED": 12}
