@@ -28,11 +28,14 @@ def reconcile(dry_run: bool, as_json: bool) -> None:
     result = invoke(current().output("ReconcilerFunctionName"), {"dryRun": dry_run})
     if as_json:
         click.echo(to_json(result))
-        return
-    repairs = result["repairs"]
-    click.echo(table(repairs, COLUMNS) if repairs else "nothing to repair")
-    if result["busy"]:
-        click.echo(f"left to running workflows this round: {', '.join(result['busy'])}")
+    else:
+        repairs = result["repairs"]
+        click.echo(table(repairs, COLUMNS) if repairs else "nothing to repair")
+        if result["busy"]:
+            click.echo(f"left to running workflows this round: {', '.join(result['busy'])}")
+    if result.get("failed"):
+        # the other repairs and the metrics went on; these need a person (see each outcome)
+        raise SystemExit(1)
 
 
 def invoke(function: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from enipin_core.aws import chunked, client, error_code, named_aws_errors
-from enipin_core.events import KINDS, LAUNCHING, TERMINATING
-from enipin_core.lifecycle import COMPLETED, record_heartbeat
+from enipin_core.errors import EnipinError, InvalidLifecycleEvent
+from enipin_core.events import KINDS, LAUNCHING, TERMINATING, parse_metadata
+from enipin_core.lifecycle import holding_hook
 from enipin_core.pool import detach_if_still_on, pool_enis
 from enipin_core.poolmetrics import count_pool, group_azs, publish
 from enipin_core.reconcile import RELEASE, RESUME, Member, Repair, Snapshot, plan
@@ -95,16 +96,19 @@ def ec2_view(ec2: Any, instance_ids: set[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def busy_instances(sfn: Any, machines: dict[str, str]) -> set[str]:
+def busy_instances(sfn: Any, machines: dict[str, str]) -> set[tuple[str, str]]:
+    """(instance, transition) of every running execution: which workflow runs says which."""
     busy = set()
-    for machine in machines.values():
+    for transition, machine in machines.items():
         pages = sfn.get_paginator("list_executions").paginate(
             stateMachineArn=machine, statusFilter="RUNNING"
         )
         for page in pages:
             for execution in page["executions"]:
-                busy.add(_instance_of(sfn, execution))
-    return busy - {""}
+                instance_id = _instance_of(sfn, execution)
+                if instance_id:
+                    busy.add((instance_id, transition))
+    return busy
 
 
 def _instance_of(sfn: Any, execution: dict[str, Any]) -> str:
@@ -117,6 +121,37 @@ def _instance_of(sfn: Any, execution: dict[str, Any]) -> str:
     return str(detail.get("EC2InstanceId") or detail.get("instanceId") or "")
 
 
+def hook_metadata(autoscaling: Any, groups: frozenset[str]) -> dict[tuple[str, str], str]:
+    """(group, transition) -> the NotificationMetadata of our hook there: a repair carries it,
+    so that it applies the same overrides (device index, pool, waits) as the hook's events."""
+    names = hooks()
+    found: dict[tuple[str, str], str] = {}
+    for group in sorted(groups):
+        answer = autoscaling.describe_lifecycle_hooks(
+            AutoScalingGroupName=group, LifecycleHookNames=sorted(names.values())
+        )
+        for hook in answer.get("LifecycleHooks", []):
+            transition = hook["LifecycleTransition"]
+            if names.get(transition) == hook["LifecycleHookName"] and hook.get(
+                "NotificationMetadata"
+            ):
+                found[group, transition] = hook["NotificationMetadata"]
+    return found
+
+
+def _device_indexes(metadata: dict[tuple[str, str], str], default: int) -> dict[str, int]:
+    """Each group's device index: its launch hook's override, else the stack's."""
+    indexes = {}
+    for (group, transition), raw in metadata.items():
+        if transition != LAUNCHING:
+            continue
+        try:
+            indexes[group] = int(parse_metadata(raw).get("deviceIndex", default))
+        except InvalidLifecycleEvent as exc:  # its events are rejected the same way
+            logger.warning("hook metadata ignored", extra={"group": group, "error": str(exc)})
+    return indexes
+
+
 @named_aws_errors
 def snapshot(
     ec2: Any, autoscaling: Any, sfn: Any, settings: Settings, now: datetime | None
@@ -125,12 +160,15 @@ def snapshot(
     pool = pool_enis(ec2, settings.pool_tag_key, settings.pool_tag_value)
     holders = {e.instance_id for e in pool if e.instance_id}
     view = ec2_view(ec2, holders | {m.instance_id for m in group_members})
+    metadata = hook_metadata(autoscaling, GROUPS)
     return Snapshot(
         members=group_members,
         pool=pool,
         ec2_states={i: v["state"] for i, v in view.items()},
         busy=busy_instances(sfn, state_machines()),
         device_index=settings.device_index,
+        device_indexes=_device_indexes(metadata, settings.device_index),
+        hook_metadata=metadata,
         hooks=hooks(),
         warm_pool_keeps_eni=settings.warm_pool_keeps_eni,
         launched={i: v["launched"] for i, v in view.items()},
@@ -142,33 +180,51 @@ def snapshot(
 
 
 @named_aws_errors
-def carry_out(ec2: Any, autoscaling: Any, sfn: Any, repair: Repair, now: datetime) -> str:
+def carry_out(
+    ec2: Any,
+    autoscaling: Any,
+    sfn: Any,
+    repair: Repair,
+    now: datetime,
+    metadata: dict[tuple[str, str], str],
+) -> str:
     if repair.kind == RELEASE:
         assert repair.eni_id is not None
         done = detach_if_still_on(ec2, repair.eni_id, repair.instance_id, repair.attachment_id)
         return "detached" if done else "no longer there"
-    assert repair.transition is not None and repair.group is not None
+    assert repair.group is not None
+    transition, hook_name = repair.transition, repair.hook_name
+    heartbeat_at = None
+    if repair.kind == RESUME:
+        # The action has waited since its event was lost: give it a full heartbeat timeout
+        # first, and tell the workflow when (its heartbeats count from then). The hook that
+        # accepts the heartbeat is the one holding the instance, whatever its state suggests.
+        candidates = repair.candidates or ((repair.transition,) if repair.transition else ())
+        transition = holding_hook(
+            autoscaling, repair.group, repair.instance_id, hooks(), candidates
+        )
+        if transition is None:
+            return "no longer waiting"
+        hook_name, heartbeat_at = hooks()[transition], now.isoformat()
+    assert transition is not None
     request: dict[str, Any] = {
         "instanceId": repair.instance_id,
         "groupName": repair.group,
-        "transition": repair.transition,
+        "transition": transition,
         "reason": repair.reason,
     }
-    if repair.kind == RESUME and repair.hook_name:
-        # The action has waited since its event was lost: give it a full heartbeat timeout
-        # first, and tell the workflow when (its heartbeats count from then).
-        action = {"groupName": repair.group, "hookName": repair.hook_name}
-        if record_heartbeat(autoscaling, action | {"instanceId": repair.instance_id}) != COMPLETED:
-            return "no longer waiting"
-        request["heartbeatAt"] = now.isoformat()
-    request |= {"hookName": repair.hook_name} if repair.hook_name else {}
+    request |= {"heartbeatAt": heartbeat_at} if heartbeat_at else {}
+    # the hook's overrides, as its events carry them (a pin without an action: the launch hook's)
+    if (repair.group, transition) in metadata:
+        request["notificationMetadata"] = metadata[repair.group, transition]
+    request |= {"hookName": hook_name} if hook_name else {}
     request |= {"destination": repair.destination} if repair.destination else {}
     # One name per instance, transition and round: a round retried by Lambda starts one run,
     # and a later round sees that run as running and leaves the instance to it.
-    name = f"{repair.instance_id}-{KINDS[repair.transition]}-repair-{now:%Y%m%dT%H%M%S}"
+    name = f"{repair.instance_id}-{KINDS[transition]}-repair-{now:%Y%m%dT%H%M%S}"
     try:
         sfn.start_execution(
-            stateMachineArn=state_machines()[repair.transition],
+            stateMachineArn=state_machines()[transition],
             name=name,
             input=json.dumps({"repair": request}),
         )
@@ -177,6 +233,28 @@ def carry_out(ec2: Any, autoscaling: Any, sfn: Any, repair: Repair, now: datetim
             raise
         return f"{name} already started"
     return f"started {name}"
+
+
+def _outcome(
+    ec2: Any,
+    autoscaling: Any,
+    sfn: Any,
+    repair: Repair,
+    now: datetime,
+    metadata: dict[tuple[str, str], str],
+) -> str:
+    """Carry one repair out. Its failure is its own: reported in the round's output and the
+    RepairFailed metric, while the other repairs and the metrics go on (a pool ENI on an
+    instance outside the groups is denied its detach every round, until someone detaches it)."""
+    try:
+        outcome = carry_out(ec2, autoscaling, sfn, repair, now, metadata)
+    except (ClientError, EnipinError) as exc:
+        name = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+        logger.warning("repair failed", extra={"repair": repair.to_dict(), "error": str(exc)})
+        count("RepairFailed")
+        return f"failed: {name}: {exc}"
+    count(f"Repair{repair.kind.title()}")
+    return outcome
 
 
 def reconcile(
@@ -190,15 +268,18 @@ def reconcile(
     repairs, busy = plan(snap)
     rows = []
     for repair in repairs:
-        outcome = "planned" if dry_run else carry_out(ec2, autoscaling, sfn, repair, now)
+        outcome = (
+            "planned"
+            if dry_run
+            else _outcome(ec2, autoscaling, sfn, repair, now, snap.hook_metadata)
+        )
         rows.append(repair.to_dict() | {"outcome": outcome})
-        if not dry_run:
-            count(f"Repair{repair.kind.title()}")
     # the pool as this round found it, for the dashboard and the low-pool alarm
     served = named_aws_errors(group_azs)(autoscaling, GROUPS)
     publish(count_pool(snap.pool, served), served)
     logger.info("reconciled", extra={"repairs": rows, "busy": busy, "dryRun": dry_run})
-    return {"dryRun": dry_run, "repairs": rows, "busy": busy}
+    failed = [row for row in rows if str(row["outcome"]).startswith("failed: ")]
+    return {"dryRun": dry_run, "repairs": rows, "busy": busy, "failed": len(failed)}
 
 
 @metrics.log_metrics

@@ -89,7 +89,7 @@ class LifecycleAction:
             transition=repair["transition"],
             origin=None,
             destination=repair.get("destination"),
-            metadata={},
+            metadata=parse_metadata(repair.get("notificationMetadata")),
             repair=repair["reason"],
             extended_at=repair.get("heartbeatAt"),
         )
@@ -108,7 +108,7 @@ class LifecycleAction:
             transition=detail["LifecycleTransition"],
             origin=detail.get("Origin"),
             destination=detail.get("Destination"),
-            metadata=_parse_metadata(detail.get("NotificationMetadata")),
+            metadata=parse_metadata(detail.get("NotificationMetadata")),
             replay_of=(event.get("replay") or {}).get("of"),
             extended_at=event.get("time"),
         )
@@ -141,7 +141,7 @@ class LifecycleAction:
         return action | ({"token": self.token} if self.token else {})
 
 
-def _parse_metadata(raw: str | None) -> dict[str, Any]:
+def parse_metadata(raw: str | None) -> dict[str, Any]:
     """Overrides are JSON; plain text metadata (used by other tools) carries none."""
     if not raw or not raw.lstrip().startswith("{"):
         return {}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from enipin_core.aws import error_code, error_message
+from enipin_core.events import LAUNCHING, TERMINATING
 
 COMPLETED = "COMPLETED"
 ALREADY_FINISHED = "ALREADY_FINISHED"
@@ -51,7 +52,44 @@ def lifecycle_state(autoscaling: Any, instance_id: str) -> str | None:
     return str(instances[0]["LifecycleState"]) if instances else None
 
 
+# Where a lifecycle action holds an instance, and of which transitions it may be. Warm pools
+# share one state between two: an instance launched into the pool waits in Warmed:Pending:Wait
+# on the launch hooks, and one returning to the pool on scale-in waits there on the terminate
+# hooks. Auto Scaling's state alone cannot tell them apart; the hook that accepts a heartbeat for
+# the instance can (``holding_hook``), and that is the only answer enipin acts on.
+WAITS: dict[str, tuple[str, ...]] = {
+    "Pending:Wait": (LAUNCHING,),
+    "Warmed:Pending:Wait": (LAUNCHING, TERMINATING),
+    "Terminating:Wait": (TERMINATING,),
+    "Warmed:Terminating:Wait": (TERMINATING,),
+}
+
+
+def transitions_holding(state: str | None) -> tuple[str, ...]:
+    """The transitions whose lifecycle action may hold an instance in ``state``."""
+    return WAITS.get(state or "", ())
+
+
 def is_waiting(state: str | None, transition: str) -> bool:
-    """Is a lifecycle action of ``transition`` still holding the instance?"""
-    prefix = "Pending" if transition.endswith("LAUNCHING") else "Terminating"
-    return state == f"{prefix}:Wait"
+    """May a lifecycle action of ``transition`` still be holding the instance?"""
+    return transition in transitions_holding(state)
+
+
+def holding_hook(
+    autoscaling: Any,
+    group: str,
+    instance_id: str,
+    hooks: dict[str, str],
+    candidates: Iterable[str],
+) -> str | None:
+    """Of ``candidates``, the transition whose hook holds the instance now, asked of Auto
+    Scaling itself: a heartbeat succeeds only on the hook whose action is pending (and extends
+    it, a full heartbeat timeout from now). None when no action of ours holds it."""
+    for transition in candidates:
+        hook = hooks.get(transition)
+        if hook is None:
+            continue
+        action = {"groupName": group, "hookName": hook, "instanceId": instance_id}
+        if record_heartbeat(autoscaling, action) == COMPLETED:
+            return transition
+    return None

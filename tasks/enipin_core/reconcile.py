@@ -3,9 +3,12 @@ make it converge to "every InService instance has exactly one pool ENI, and no p
 an instance outside the groups". Pure: it decides from a snapshot; the handler acts.
 
 An instance with a workflow running for it is left alone this round: the workflow is already
-changing it, and a repair now would race it. So is a launch younger than ``RESUME_AFTER``: its
-event may still be on its way (EventBridge delivers late at times, and ListExecutions is
-eventually consistent, so "no run listed" does not yet mean "no run coming").
+changing it, and a repair now would race it. A waiting lifecycle action is judged by the runs of
+its own transition: a terminate action is resumed even while a launch run still waits for the
+same instance (its terminate event was lost), since that launch run never completes it. A
+launch younger than ``RESUME_AFTER`` is left alone too: its event may still be on its way
+(EventBridge delivers late at times, and ListExecutions is eventually consistent, so "no run
+listed" does not yet mean "no run coming").
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from enipin_core.events import LAUNCHING, TERMINATING
+from enipin_core.events import LAUNCHING
+from enipin_core.lifecycle import WAITS, transitions_holding
 from enipin_core.pool import Eni
 
 PIN = "PIN"  # start the launch workflow for an in-service instance (no action to complete)
@@ -41,9 +45,12 @@ class Snapshot:
     members: list[Member]
     pool: list[Eni]
     ec2_states: dict[str, str]  # instance id -> EC2 state, for instances pool ENIs sit on
-    busy: set[str]  # instances with a running execution
+    busy: set[tuple[str, str]]  # (instance id, transition) of every running execution
     device_index: int
     hooks: dict[str, str] = field(default_factory=dict)  # transition -> our hook's name
+    # group -> its launch hook's deviceIndex override; (group, transition) -> hook metadata
+    device_indexes: dict[str, int] = field(default_factory=dict)
+    hook_metadata: dict[tuple[str, str], str] = field(default_factory=dict)
     warm_pool_keeps_eni: bool = False
     launched: dict[str, datetime] = field(default_factory=dict)  # instance id -> LaunchTime
     now: datetime | None = None  # the round's time; None: every waiting action is old enough
@@ -55,8 +62,11 @@ class Repair:
     instance_id: str
     reason: str
     group: str | None = None
-    transition: str | None = None
+    transition: str | None = None  # a RESUME's: decided when carried out, if several may hold
     hook_name: str | None = None
+    # A RESUME: the transitions whose hook may hold the instance; the one that accepts a
+    # heartbeat does (enipin_core.lifecycle.holding_hook).
+    candidates: tuple[str, ...] | None = None
     destination: str | None = None
     eni_id: str | None = None
     attachment_id: str | None = None
@@ -81,16 +91,32 @@ def plan(snap: Snapshot) -> tuple[list[Repair], list[str]]:
     repairs: list[Repair] = []
     touched = set(members) | set(by_instance)
     young = {m.instance_id for m in snap.members if _launch_may_be_on_its_way(m, snap)}
+    any_run = {instance_id for instance_id, _ in snap.busy}
+    left = set(young)
     for member in snap.members:
-        if member.instance_id not in snap.busy | young:
-            repairs += _member_repairs(member, by_instance.get(member.instance_id, []), snap)
+        if member.instance_id in young:
+            continue
+        if _left_to_a_run(member, snap):
+            left.add(member.instance_id)
+            continue
+        repairs += _member_repairs(member, by_instance.get(member.instance_id, []), snap)
     for instance_id, enis in sorted(by_instance.items()):
-        if instance_id not in members and instance_id not in snap.busy:
+        if instance_id in any_run:
+            left.add(instance_id)
+        elif instance_id not in members:
             state = snap.ec2_states.get(instance_id, "unknown")
             repairs += [
                 _release(e, f"on {instance_id} ({state}), outside the groups") for e in enis
             ]
-    return repairs, sorted(touched & (snap.busy | young))
+    return repairs, sorted(touched & left)
+
+
+def _left_to_a_run(member: Member, snap: Snapshot) -> bool:
+    """A waiting action is left to a run of its own transition; anything else to any run."""
+    waits = [t for t in transitions_holding(member.lifecycle_state) if t in snap.hooks]
+    if waits:
+        return any((member.instance_id, t) in snap.busy for t in waits)
+    return any(instance_id == member.instance_id for instance_id, _ in snap.busy)
 
 
 def _launch_may_be_on_its_way(member: Member, snap: Snapshot) -> bool:
@@ -104,40 +130,31 @@ def _launch_may_be_on_its_way(member: Member, snap: Snapshot) -> bool:
     return (snap.now - launched).total_seconds() < RESUME_AFTER
 
 
-# Waiting states -> the transition whose action holds the instance there.
-_WAITS = {
-    "Pending:Wait": LAUNCHING,
-    "Warmed:Pending:Wait": LAUNCHING,  # or TERMINATING on the way back: see below
-    "Terminating:Wait": TERMINATING,
-    "Warmed:Terminating:Wait": TERMINATING,
-}
-
-
 def _member_repairs(member: Member, enis: list[Eni], snap: Snapshot) -> list[Repair]:
     where = member.lifecycle_state
-    if where.startswith("Warmed:") and where not in _WAITS:
+    if where.startswith("Warmed:") and where not in WAITS:
         # Stopped (or running) in the warm pool: an ENI there is kept only by choice.
         if snap.warm_pool_keeps_eni:
             return []
         return [_release(e, f"{member.instance_id} is {where} (WarmPoolEni=RELEASE)") for e in enis]
-    if where in _WAITS:
-        transition = _WAITS[where]
-        if where == "Warmed:Pending:Wait" and enis:
-            # The same wait holds instances entering the pool new (launch hooks) and coming
-            # back from service (terminate hooks); only one coming back carries an ENI.
-            transition = TERMINATING
-        hook = snap.hooks.get(transition)
-        if hook is None:
+    if where in WAITS:
+        # Which of our hooks holds it is Auto Scaling's to say, when the repair is carried out:
+        # Warmed:Pending:Wait holds instances entering the pool new (launch hooks) and coming
+        # back from service (terminate hooks), ENI or no ENI.
+        waits = tuple(t for t in WAITS[where] if t in snap.hooks)
+        if not waits:
             return []  # not our hook holding it
+        single = waits[0] if len(waits) == 1 else None
         return [
             Repair(
                 RESUME,
                 member.instance_id,
                 f"{where} with no workflow running (its event was lost?)",
                 group=member.group,
-                transition=transition,
-                hook_name=hook,
-                destination="WarmPool" if where.startswith("Warmed:") else None,
+                transition=single,
+                hook_name=snap.hooks[single] if single else None,
+                destination="WarmPool" if where == "Warmed:Pending:Wait" else None,
+                candidates=waits,
             )
         ]
     if where != "InService":
@@ -155,7 +172,8 @@ def _member_repairs(member: Member, enis: list[Eni], snap: Snapshot) -> list[Rep
                 transition=LAUNCHING,
             )
         ]
-    keep = min(enis, key=lambda e: (e.device_index != snap.device_index, e.id))
+    index = snap.device_indexes.get(member.group, snap.device_index)
+    keep = min(enis, key=lambda e: (e.device_index != index, e.id))
     return [_release(e, f"{member.instance_id} also carries {keep.id}") for e in enis if e != keep]
 
 

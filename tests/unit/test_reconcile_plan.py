@@ -85,12 +85,26 @@ def test_an_instance_with_a_running_workflow_is_left_to_it() -> None:
     snapshot = snap(
         [("i-1", "InService"), ("i-2", "Pending:Wait")],
         [eni(1, on="i-9")],
-        busy={"i-1", "i-2", "i-9"},
+        busy={("i-1", LAUNCHING), ("i-2", LAUNCHING), ("i-9", TERMINATING)},
         ec2_states={"i-9": "terminated"},
     )
     repairs, busy = plan(snapshot)
     assert repairs == []
     assert busy == ["i-1", "i-2", "i-9"]
+
+
+def test_a_terminate_action_is_resumed_while_a_launch_run_still_waits_for_the_instance() -> None:
+    # its terminate event was lost while the launch run waited (a slow agent): that run never
+    # completes the terminate action, so a launch run does not make the instance busy for it
+    snapshot = snap([("i-1", "Terminating:Wait")], [], busy={("i-1", LAUNCHING)})
+    repairs, busy = plan(snapshot)
+    assert [(r.kind, r.instance_id, r.transition) for r in repairs] == [
+        (RESUME, "i-1", TERMINATING)
+    ]
+    assert busy == []
+    # a terminate run of its own is left to finish
+    snapshot = snap([("i-1", "Terminating:Wait")], [], busy={("i-1", TERMINATING)})
+    assert plan(snapshot) == ([], ["i-1"])
 
 
 def test_instances_in_other_lifecycle_states_are_not_touched() -> None:
@@ -106,18 +120,18 @@ def test_a_warm_instance_keeps_its_eni_only_when_the_policy_says_keep() -> None:
     assert kinds(snap(members, pool, warm_pool_keeps_eni=False)) == [(RELEASE, "i-1", "eni-1")]
 
 
-def test_a_lost_event_into_the_warm_pool_is_resumed_towards_the_warm_pool() -> None:
-    repairs, _ = plan(snap([("i-1", "Warmed:Pending:Wait")], []))
-    assert [(r.kind, r.transition, r.destination) for r in repairs] == [
-        (RESUME, LAUNCHING, "WarmPool")
-    ]
-
-
-def test_an_instance_waiting_on_its_way_back_to_the_warm_pool_resumes_the_termination() -> None:
-    repairs, _ = plan(snap([("i-1", "Warmed:Pending:Wait")], [eni(1, on="i-1")]))
-    assert [(r.kind, r.transition, r.hook_name) for r in repairs] == [
-        (RESUME, TERMINATING, "enipin-terminate")
-    ]
+def test_a_warm_pool_wait_is_resumed_on_whichever_hook_auto_scaling_says_holds_it() -> None:
+    # Warmed:Pending:Wait holds instances entering the pool (launch hooks) and coming back to it
+    # (terminate hooks), with an ENI or without (KEEP, RELEASE, a run stopped half way): the
+    # plan names both, and the repair asks Auto Scaling which one accepts a heartbeat
+    for pool in ([], [eni(1, on="i-1")]):
+        repairs, _ = plan(snap([("i-1", "Warmed:Pending:Wait")], pool))
+        assert [(r.kind, r.transition, r.candidates, r.destination) for r in repairs] == [
+            (RESUME, None, (LAUNCHING, TERMINATING), "WarmPool")
+        ]
+    # a warm instance being terminated waits on the terminate hooks alone
+    repairs, _ = plan(snap([("i-1", "Warmed:Terminating:Wait")], [eni(1, on="i-1")]))
+    assert [(r.kind, r.transition, r.destination) for r in repairs] == [(RESUME, TERMINATING, None)]
 
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

@@ -24,9 +24,9 @@ Factory = Callable[..., Sandbox]
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 
 
-def reconcile(sb: Sandbox, *flags: str) -> dict[str, Any]:
+def reconcile(sb: Sandbox, *flags: str, exit_code: int = 0) -> dict[str, Any]:
     result = CliRunner().invoke(main, ["--region", "us-east-1", "reconcile", "--json", *flags])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     # The reconciler runs in this process: its EMF metric lines (one line each) share the
     # captured stdout with the CLI's indented JSON, which starts on a line of its own.
     lines = result.stdout.splitlines()

@@ -1,0 +1,234 @@
+"""Interleavings random chaos seldom draws, each set up on purpose: a terminate event lost while
+the launch run still waits, warm-pool waits whose hook cannot be read off the instance, and a
+reconciler round with a repair AWS refuses. Each asserts what enipin promises: no lifecycle action
+ends by timeout, no pool ENI is left for EC2 to free from a terminated instance, and the rest of
+a round goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from conftest import group_instances, in_service, pool_enis_on, rival_instance, wait_until
+from test_reconcile import reconcile
+from test_warm_pool import warm_instances
+
+from enipin.sandbox import Sandbox
+
+Factory = Callable[..., Sandbox]
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+
+
+def endings(sb: Sandbox, instance_id: str) -> list[tuple[str, str, str]]:
+    """How each of the instance's lifecycle actions ended: (transition, how, result)."""
+    return [
+        (a["transition"].split("_")[-1], a["how"], a["result"])
+        for a in sb.autoscaling.ended_actions()
+        if a["instance_id"] == instance_id
+    ]
+
+
+def timed_out(sb: Sandbox) -> list[dict[str, Any]]:
+    """Lifecycle actions ended by their heartbeat or global timeout, not by enipin."""
+    return [
+        a
+        for a in sb.autoscaling.ended_actions()
+        if a["how"] in ("HeartbeatTimeout", "GlobalTimeout")
+    ]
+
+
+def left_for_ec2(sb: Sandbox) -> list[dict[str, Any]]:
+    """Pool ENIs EC2 had to free from an instance its group terminated."""
+    return list(sb.ec2.left_on_termination)
+
+
+def state_of(sb: Sandbox, instance_id: str) -> str | None:
+    found = sb.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[instance_id])
+    return (
+        found["AutoScalingInstances"][0]["LifecycleState"]
+        if found["AutoScalingInstances"]
+        else None
+    )
+
+
+def test_a_terminate_event_lost_while_the_launch_run_waits_is_resumed_by_the_reconciler(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a launch whose run attached its ENI and now waits for a slow SSM agent
+    sb = sandbox(azs=1, pool_per_az=2, agent_delay=400)
+    sb.scale_out(1)
+    wait_until(lambda: len(sb.executions()) == 1, sb)
+    (instance_id,) = group_instances(sb)
+    wait_until(lambda: bool(pool_enis_on(sb, instance_id)), sb)
+    # WHEN the group terminates it and the terminate event is lost
+    sb.autoscaling.drop_next(1, TERMINATING)
+    sb.client("autoscaling").terminate_instance_in_auto_scaling_group(
+        InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
+    )
+    wait_until(lambda: state_of(sb, instance_id) == "Terminating:Wait", sb)
+    assert sb.executions("TerminateStateMachine") == []
+    # THEN a round resumes the terminate action, though the launch run still runs
+    round_ = reconcile(sb)
+    assert [(r["kind"], r["instanceId"]) for r in round_["repairs"]] == [("RESUME", instance_id)]
+    assert "-terminate-repair-" in round_["repairs"][0]["outcome"]
+    sb.settle()
+    # and its workflow released the ENI before the instance went: nothing timed out
+    assert ("TERMINATING", "CompleteLifecycleAction", "CONTINUE") in endings(sb, instance_id)
+    assert not timed_out(sb), endings(sb, instance_id)
+    assert left_for_ec2(sb) == []
+
+
+def _warm_group(sandbox: Factory, policy: str) -> Sandbox:
+    sb = sandbox(azs=1, pool_per_az=4, max_size=2, parameters={"WarmPoolEni": policy})
+    sb.client("autoscaling").put_warm_pool(
+        AutoScalingGroupName=sb.group_name,
+        MinSize=0,
+        PoolState="Stopped",
+        InstanceReusePolicy={"ReuseOnScaleIn": True},
+    )
+    return sb
+
+
+def test_keep_a_lost_event_into_the_warm_pool_is_resumed_and_pinned_there(
+    sandbox: Factory,
+) -> None:
+    # GIVEN WarmPoolEni=KEEP and the warm pool's first launch event lost
+    sb = _warm_group(sandbox, "KEEP")
+    sb.autoscaling.drop_next(1, LAUNCHING)
+    # the other instance's event arrives: it is pinned and stopped; the lost one waits
+    wait_until(
+        lambda: sorted(warm_instances(sb).values()) == ["Warmed:Pending:Wait", "Warmed:Stopped"],
+        sb,
+    )
+    (waiting,) = [i for i, s in warm_instances(sb).items() if s == "Warmed:Pending:Wait"]
+    # WHEN a round runs (by hand: every waiting action, whatever its age)
+    round_ = reconcile(sb)
+    (repair,) = [r for r in round_["repairs"] if r["instanceId"] == waiting]
+    # THEN it is resumed on the hook Auto Scaling says holds it, the launch hook
+    assert repair["kind"] == "RESUME" and "-launch-repair-" in repair["outcome"]
+    sb.settle()
+    assert warm_instances(sb)[waiting] == "Warmed:Stopped"
+    assert len(pool_enis_on(sb, waiting)) == 1  # pinned on its way in, kept while stopped
+    assert endings(sb, waiting) == [("LAUNCHING", "CompleteLifecycleAction", "CONTINUE")]
+
+
+def test_release_a_return_to_the_warm_pool_whose_run_failed_after_its_detach_is_completed(
+    sandbox: Factory,
+) -> None:
+    # GIVEN WarmPoolEni=RELEASE, an instance in service, pinned
+    sb = _warm_group(sandbox, "RELEASE")
+    sb.settle()
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    assert len(pool_enis_on(sb, instance_id)) == 1
+    # WHEN it goes back to the pool and the return's run fails once its ENI is off (Auto
+    # Scaling refuses the completion: the run ends FAILED, the action still waits)
+    refusing = [True]
+    sb.ledger.fault(
+        "auto-scaling",
+        "CompleteLifecycleAction",
+        "client_error",
+        code="AccessDenied",
+        times=10_000,
+        where=lambda _: refusing[0],
+    )
+    sb.scale_in(1)
+    wait_until(lambda: bool(sb.executions("TerminateStateMachine")), sb)
+    wait_until(
+        lambda: all(e["status"] != "RUNNING" for e in sb.executions("TerminateStateMachine")), sb
+    )
+    assert pool_enis_on(sb, instance_id) == []
+    assert warm_instances(sb).get(instance_id) == "Warmed:Pending:Wait", endings(sb, instance_id)
+    # THEN, once Auto Scaling takes completions again, a round resumes the terminate hook's
+    # action (no ENI on it: yet not the launch hook's)
+    refusing[0] = False
+    round_ = reconcile(sb)
+    (repair,) = [r for r in round_["repairs"] if r["instanceId"] == instance_id]
+    assert "-terminate-repair-" in repair["outcome"]
+    sb.settle()
+    assert warm_instances(sb)[instance_id] == "Warmed:Stopped"
+    assert endings(sb, instance_id)[-1] == ("TERMINATING", "CompleteLifecycleAction", "CONTINUE")
+    assert not timed_out(sb), endings(sb, instance_id)
+
+
+def test_a_repair_aws_refuses_is_reported_and_the_rest_of_the_round_goes_on(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a pool ENI on someone's own server (IAM denies enipin the detach there) and an
+    # in-service instance whose ENI was detached by hand
+    sb = sandbox(azs=1, pool_per_az=3)
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    (eni,) = pool_enis_on(sb, instance_id)
+    ec2 = sb.client("ec2")
+    ec2.detach_network_interface(AttachmentId=eni["Attachment"]["AttachmentId"])
+    wait_until(lambda: pool_enis_on(sb, instance_id) == [], sb)
+    stranger = rival_instance(sb)
+    free = [
+        e
+        for e in ec2.describe_network_interfaces(
+            Filters=[{"Name": "tag:Type", "Values": ["Dedicated-ENI"]}]
+        )["NetworkInterfaces"]
+        if e["Status"] == "available" and e["NetworkInterfaceId"] != eni["NetworkInterfaceId"]
+    ]
+    attachment = ec2.attach_network_interface(
+        NetworkInterfaceId=free[0]["NetworkInterfaceId"], InstanceId=stranger, DeviceIndex=1
+    )["AttachmentId"]
+    wait_until(lambda: bool(pool_enis_on(sb, stranger)), sb)
+    sb.ledger.fault(
+        "ec2",
+        "DetachNetworkInterface",
+        "client_error",
+        code="UnauthorizedOperation",
+        times=10_000,
+        where=lambda params: attachment in str(params),
+    )
+    # WHEN a round runs (by hand: a failed repair makes `enipin reconcile` exit 1)
+    published = len(sb.ledger.calls)
+    round_ = reconcile(sb, exit_code=1)
+    # THEN the refused detach is reported, and the pin after it still started
+    outcomes = {(r["kind"], r["instanceId"]): r["outcome"] for r in round_["repairs"]}
+    assert outcomes[("RELEASE", stranger)].startswith("failed: UnauthorizedOperation")
+    assert outcomes[("PIN", instance_id)].startswith("started ")
+    assert round_["failed"] == 1
+    # and the round still read the groups' AZs for the pool metrics, after the repairs
+    after = [c.operation for c in sb.ledger.calls[published:]]
+    assert after.index("DescribeAutoScalingGroups", after.index("StartExecution")) > 0
+    sb.settle()
+    assert len(pool_enis_on(sb, instance_id)) == 1
+
+
+def test_a_lost_launch_is_repaired_at_the_hooks_device_index_and_its_late_event_keeps_that_eni(
+    sandbox: Factory,
+) -> None:
+    # GIVEN the group's launch hook asks for device index 2 in its NotificationMetadata
+    sb = sandbox(azs=1, pool_per_az=3)
+    autoscaling = sb.client("autoscaling")
+    autoscaling.put_lifecycle_hook(
+        AutoScalingGroupName=sb.group_name,
+        LifecycleHookName="enipin-launch",
+        LifecycleTransition=LAUNCHING,
+        HeartbeatTimeout=300,
+        DefaultResult="ABANDON",
+        NotificationMetadata='{"deviceIndex": 2}',
+    )
+    # WHEN a launch's event comes late, after a round resumed its action as lost
+    sb.autoscaling.delay_next(1, LAUNCHING, delay=240)
+    sb.scale_out(1)
+    wait_until(lambda: len(group_instances(sb)) == 1, sb)
+    (instance_id,) = group_instances(sb)
+    wait_until(lambda: state_of(sb, instance_id) == "Pending:Wait", sb)
+    round_ = reconcile(sb)
+    assert [(r["kind"], r["instanceId"]) for r in round_["repairs"]] == [("RESUME", instance_id)]
+    sb.settle()
+    # THEN the repair pinned at the hook's index, and the late event's run kept that ENI
+    assert len(sb.executions()) == 2
+    (eni,) = pool_enis_on(sb, instance_id)
+    assert eni["Attachment"]["DeviceIndex"] == 2
+    assert state_of(sb, instance_id) == "InService"
+    assert not timed_out(sb)
+    # and the next round finds nothing to change
+    assert reconcile(sb)["repairs"] == []
