@@ -33,7 +33,9 @@ def reconcile(dry_run: bool, as_json: bool) -> None:
         click.echo(table(repairs, COLUMNS) if repairs else "nothing to repair")
         if result["busy"]:
             click.echo(f"left to running workflows this round: {', '.join(result['busy'])}")
-    if result.get("failed"):
+    for problem in result.get("problems", []):
+        click.echo(f"problem: {problem}", err=True)
+    if result.get("failed") or result.get("problems"):
         # the other repairs and the metrics went on; these need a person (see each outcome)
         raise SystemExit(1)
 

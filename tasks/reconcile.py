@@ -139,6 +139,32 @@ def hook_metadata(autoscaling: Any, groups: frozenset[str]) -> dict[tuple[str, s
     return found
 
 
+def hook_mismatches(metadata: dict[tuple[str, str], str]) -> list[str]:
+    """Groups whose terminate hook names another pool than their launch hook: the terminate
+    workflow looks for the instance's ENI in the pool its own hook names, so every ENI the
+    launch hook's pool lent would be left on terminated instances."""
+    problems = []
+    for group in sorted({g for g, _ in metadata}):
+        launch, terminate = (
+            _pool_override(metadata.get((group, t))) or "the stack's"
+            for t in (LAUNCHING, TERMINATING)
+        )
+        if launch != terminate:
+            problems.append(
+                f"{group}: the launch hook's poolTagValue is {launch}, the terminate hook's"
+                f" {terminate}: give both the same"
+            )
+    return problems
+
+
+def _pool_override(raw: str | None) -> str | None:
+    try:
+        value = parse_metadata(raw).get("poolTagValue")
+    except InvalidLifecycleEvent:
+        return None
+    return str(value) if value is not None else None
+
+
 def _device_indexes(metadata: dict[tuple[str, str], str], default: int) -> dict[str, int]:
     """Each group's device index: its launch hook's override, else the stack's."""
     indexes = {}
@@ -279,7 +305,17 @@ def reconcile(
     publish(count_pool(snap.pool, served), served)
     logger.info("reconciled", extra={"repairs": rows, "busy": busy, "dryRun": dry_run})
     failed = [row for row in rows if str(row["outcome"]).startswith("failed: ")]
-    return {"dryRun": dry_run, "repairs": rows, "busy": busy, "failed": len(failed)}
+    problems = hook_mismatches(snap.hook_metadata)
+    for problem in problems:
+        logger.warning("hook metadata disagrees", extra={"problem": problem})
+        count("HookMetadataMismatch")
+    return {
+        "dryRun": dry_run,
+        "repairs": rows,
+        "busy": busy,
+        "failed": len(failed),
+        "problems": problems,
+    }
 
 
 @metrics.log_metrics

@@ -232,3 +232,22 @@ def test_a_lost_launch_is_repaired_at_the_hooks_device_index_and_its_late_event_
     assert not timed_out(sb)
     # and the next round finds nothing to change
     assert reconcile(sb)["repairs"] == []
+
+
+def test_hooks_that_name_different_pools_are_reported_by_every_round(sandbox: Factory) -> None:
+    # GIVEN a launch hook that lends from another pool than the terminate hook looks in: every
+    # ENI would stay on its terminated instance
+    sb = sandbox(azs=1, pool_per_az=2)
+    sb.client("autoscaling").put_lifecycle_hook(
+        AutoScalingGroupName=sb.group_name,
+        LifecycleHookName="enipin-launch",
+        LifecycleTransition=LAUNCHING,
+        HeartbeatTimeout=300,
+        DefaultResult="ABANDON",
+        NotificationMetadata='{"poolTagValue": "Licensed-ENI"}',
+    )
+    # WHEN a round runs, THEN it names the group and both pools, and exits 1 by hand
+    round_ = reconcile(sb, exit_code=1)
+    (problem,) = round_["problems"]
+    assert problem.startswith(f"{sb.group_name}: the launch hook's poolTagValue is Licensed-ENI")
+    assert "the terminate hook's the stack's" in problem
