@@ -220,6 +220,7 @@ class CapacityCheck:
     spare: int
     azs: list[AzCapacity]
     unused: dict[str, int]  # AZ the group does not use -> pool ENIs there
+    sharing: tuple[Group, ...] = ()  # the other groups that draw on the same pool
 
     @property
     def ok(self) -> bool:
@@ -238,17 +239,24 @@ class CapacityCheck:
             "ok": self.ok,
             "azs": [a.to_dict() for a in self.azs],
             "unused_azs": self.unused,
+            "shared_with": [g.name for g in self.sharing],
         }
 
 
-def check_capacity(enis: Sequence[PoolEni], group: Group, spare: int) -> CapacityCheck:
+def check_capacity(
+    enis: Sequence[PoolEni], group: Group, spare: int, sharing: Sequence[Group] = ()
+) -> CapacityCheck:
     """Per AZ: the balanced maximum plus ``spare`` (a rolling replacement launches the new
-    instance before the old one lets its ENI go) against the ENIs this group can hold."""
-    need = group.per_az + spare
+    instance before the old one lets its ENI go) against the ENIs this group can hold. Groups
+    ``sharing`` the pool count once, together: at their maximums they hold theirs at the same
+    time, so an AZ needs every group's maximum there, and their ENIs are usable to them all."""
+    others = tuple(g for g in sharing if g.name != group.name)
+    names = {group.name} | {g.name for g in others}
     rows = []
     for az in group.azs:
+        need = group.per_az + sum(g.per_az for g in others if az in g.azs) + spare
         here = [e for e in enis if e.az == az]
-        usable = sum(1 for e in here if e.free or e.group == group.name)
+        usable = sum(1 for e in here if e.free or e.group in names)
         rows.append(AzCapacity(az, need, usable, sum(1 for e in here if e.free)))
     unused = Counter(e.az for e in enis if e.az not in group.azs)
-    return CapacityCheck(group, spare, rows, dict(sorted(unused.items())))
+    return CapacityCheck(group, spare, rows, dict(sorted(unused.items())), others)

@@ -130,7 +130,13 @@ def check(ctx: click.Context, group_name: str | None, spare: int, as_json: bool)
     group = find_group(deployment.client("autoscaling"), ec2, name)
     if group is None:
         fail(f"Auto Scaling group {name} not found")
-    result = check_capacity(read_pool(ec2, deployment.pool_tag).enis, group, spare)
+    # the stack's groups share its pool: at their maximums they hold their ENIs at once
+    sharing = [
+        found
+        for other in deployment.group_names
+        if other != name and (found := find_group(deployment.client("autoscaling"), ec2, other))
+    ]
+    result = check_capacity(read_pool(ec2, deployment.pool_tag).enis, group, spare, sharing)
     for warning in _warnings(result, deployment):
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -165,10 +171,13 @@ def _warnings(result: CapacityCheck, deployment: Deployment) -> list[str]:
 
 def _formula(result: CapacityCheck) -> str:
     group = result.group
-    return (
-        f"need per AZ: ceil(max {group.max_size} / {len(group.azs)} AZs)"
-        f" + {result.spare} spare = {group.per_az + result.spare}"
+    formula = (
+        f"need per AZ: ceil(max {group.max_size} / {len(group.azs)} AZs) + {result.spare} spare"
     )
+    if not result.sharing:
+        return f"{formula} = {group.per_az + result.spare}"
+    others = ", ".join(f"{g.name} (ceil({g.max_size} / {len(g.azs)}))" for g in result.sharing)
+    return f"{formula}, plus what the groups sharing the pool hold at their maximum: {others}"
 
 
 def _verdict(result: CapacityCheck) -> str:

@@ -260,6 +260,24 @@ def test_enis_on_other_instances_are_not_usable_but_the_groups_own_are() -> None
     assert (row.need, row.usable, row.free, row.short) == (3, 2, 1, 1)
 
 
+def test_groups_sharing_a_pool_count_once_together_not_each_against_the_same_free_enis() -> None:
+    # two groups of one stack draw on its one pool: at their maximums both hold theirs at once
+    def eni(status: str, group: str | None = None) -> PoolEni:
+        instance = "i-1" if status == "in-use" else None
+        return PoolEni("eni-1", "us-east-1a", "subnet-1", "mac", "ip", status, instance, group)
+
+    pool = [eni("available")] * 3 + [eni("in-use", "b")]
+    a, b = Group("a", 2, ("us-east-1a",)), Group("b", 2, ("us-east-1a",))
+    # each alone sees enough (3 needed; a: 3 free, b: 3 free + its own)
+    assert check_capacity(pool, a, spare=1).ok
+    # together: 2 + 2 + 1 spare against the 4 ENIs of the AZ, for either group
+    for group, other in ((a, b), (b, a)):
+        result = check_capacity(pool, group, spare=1, sharing=[other])
+        [row] = result.azs
+        assert (row.need, row.usable, row.short) == (5, 4, 1), group.name
+        assert not result.ok and result.to_dict()["shared_with"] == [other.name]
+
+
 # -- one-line errors ---------------------------------------------------------------------------
 
 

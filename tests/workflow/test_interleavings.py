@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from conftest import group_instances, in_service, pool_enis_on, rival_instance, wait_until
+from conftest import (
+    group_instances,
+    in_service,
+    path_of,
+    pool_enis_on,
+    rival_instance,
+    wait_until,
+)
 from test_reconcile import reconcile
 from test_warm_pool import warm_instances
 
@@ -251,3 +258,36 @@ def test_hooks_that_name_different_pools_are_reported_by_every_round(sandbox: Fa
     (problem,) = round_["problems"]
     assert problem.startswith(f"{sb.group_name}: the launch hook's poolTagValue is Licensed-ENI")
     assert "the terminate hook's the stack's" in problem
+
+
+def test_an_attach_landing_after_the_terminate_run_looked_is_released_before_ec2_must(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a launch about to attach its ENI
+    sb = sandbox(azs=1, pool_per_az=2)
+    asg = sb.client("autoscaling")
+    victim: list[str] = []
+
+    def terminate_first(params: Any) -> None:
+        # WHEN, just before EC2 serves the attach, the group terminates the instance: its
+        # terminate run starts and looks while the attach lands (a describe lags it)
+        (instance_id,) = group_instances(sb)
+        victim.append(instance_id)
+        asg.terminate_instance_in_auto_scaling_group(
+            InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
+        )
+        wait_until(lambda: bool(sb.executions("TerminateStateMachine")), sb)
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", terminate_first)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the ENI the attach put on the dying instance came off before EC2 had to free it
+    assert victim
+    (launch,) = sb.executions()
+    assert path_of(sb, launch["executionArn"])[-3:] == [
+        "ReleaseEni",
+        "AbandonLaunch",
+        "LaunchFailed",
+    ]
+    assert left_for_ec2(sb) == []
+    assert not timed_out(sb)
