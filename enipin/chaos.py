@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -68,6 +69,8 @@ FAULTS = (
     "stale_describe",
     "command_refused",
     "broken_connection",
+    "terminate_lost_mid_launch",
+    "hook_metadata_override",
 )
 INVARIANTS = (
     "eni_on_two_instances",
@@ -142,10 +145,12 @@ class RunResult:
     executions: dict[str, int]  # status -> count, both state machines
     wall_seconds: float
     aws_seconds: float
+    # a violating run's record (ChaosWorld.evidence), written beside the report, not in it
+    evidence: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **asdict(self),
+            **{k: v for k, v in asdict(self).items() if k != "evidence"},
             "steps": [{**asdict(s), "text": s.describe()} for s in self.steps],
             "reproduce": f"enipin chaos --runs 1 --seed {self.seed}",
         }
@@ -206,6 +211,18 @@ class ChaosReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
 
+    def write_evidence(self, directory: Path) -> list[Path]:
+        """One file per violating run, ``seed-<N>.json``, in ``directory``."""
+        written = []
+        for run in self.runs:
+            if run.evidence is None:
+                continue
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"seed-{run.seed}.json"
+            path.write_text(json.dumps(run.evidence, indent=1, default=str) + "\n")
+            written.append(path)
+        return written
+
 
 # -- planning ----------------------------------------------------------------------------------
 
@@ -256,6 +273,22 @@ def _params(rng: random.Random, fault: str, desired: int) -> dict[str, Any]:
             "for": round(rng.uniform(30.0, 180.0), 1),
         },
         "command_refused": lambda: {"times": rng.randint(1, 4)},
+        # a targeted interleaving: the group terminates an instance whose launch run still
+        # waits for a slow agent, and the terminate event is lost
+        # (agents slower than AgentWaitSeconds keep the launch run to its bound, past which a
+        # lost terminate action has little of its hook's timeout left)
+        "terminate_lost_mid_launch": lambda: {
+            "agent_delay": round(rng.uniform(120.0, 400.0), 1),
+            "after": round(rng.uniform(0.0, 20.0), 1),
+            "decrement": rng.random() < 0.5,
+        },
+        # the group's hooks move its pool ENI to another device index, and the next launch
+        # event comes late, about when a round resumes its action: repair and event must
+        # pin at the same index
+        "hook_metadata_override": lambda: {
+            "device_index": rng.choice((2, 3)),
+            "delay": round(rng.uniform(90.0, 240.0), 1),
+        },
         "broken_connection": lambda: dict(
             zip(("service", "operation"), rng.choice(DISCONNECTED), strict=True),
             kind=rng.choice(("connect_timeout", "read_timeout", "no_connection")),
@@ -304,7 +337,9 @@ def _desired_after(fault: str, params: dict[str, Any], desired: int) -> int:
         return desired + (1 if params["transition"] == LAUNCH else -1)
     if fault == "terminated_mid_workflow" and params["during"] == TERMINATE:
         return desired - 1  # it scales in one to have a termination to interrupt
-    if fault == "terminated_mid_workflow" and params.get("decrement"):
+    if fault in ("terminated_mid_workflow", "terminate_lost_mid_launch") and params.get(
+        "decrement"
+    ):
         return desired  # one launched for it, and the termination took it back
     in_service = fault.startswith("eni_") and params["target"] == "in_service"
     return desired if in_service else min(desired + 1, MAX_DESIRED)
@@ -375,6 +410,7 @@ def run_one(seed: int, guest_mode: str = "model") -> RunResult:
             executions=world.execution_statuses(),
             wall_seconds=round(time.monotonic() - started, 1),
             aws_seconds=round(sb.clock.monotonic(), 1),
+            evidence=world.evidence() if world.violations else None,
         )
 
 
@@ -464,6 +500,42 @@ class ChaosWorld:
         )
         self._one_more()
         return True
+
+    def _terminate_lost_mid_launch(self, params: dict[str, Any]) -> bool:
+        usual, self.sb.ssm.agent_delay = self.sb.ssm.agent_delay, float(params["agent_delay"])
+        try:
+            new = self._one_more()
+            self.wait(lambda: all(self.sb.guests.is_running(i) for i in new), 300)
+        finally:
+            self.sb.ssm.agent_delay = usual
+        if not new or not self.wait_for(lambda: self._run_for(new[0]), 120):
+            return False
+        self.sb.clock.sleep(float(params["after"]))
+        self.sb.autoscaling.drop_next(1, TRANSITIONS[TERMINATE])
+        try:
+            self.asg.terminate_instance_in_auto_scaling_group(
+                InstanceId=new[0], ShouldDecrementDesiredCapacity=bool(params["decrement"])
+            )
+        except ClientError as exc:  # it already left (abandoned meanwhile)
+            self.notes.append(f"terminate {new[0]}: {_code(exc)}")
+            return False
+        return True
+
+    def _hook_metadata_override(self, params: dict[str, Any]) -> bool:
+        metadata = json.dumps({"deviceIndex": int(params["device_index"])})
+        for hook in self.asg.describe_lifecycle_hooks(AutoScalingGroupName=self.sb.group_name)[
+            "LifecycleHooks"
+        ]:
+            self.asg.put_lifecycle_hook(
+                AutoScalingGroupName=self.sb.group_name,
+                LifecycleHookName=hook["LifecycleHookName"],
+                LifecycleTransition=hook["LifecycleTransition"],
+                HeartbeatTimeout=hook["HeartbeatTimeout"],
+                DefaultResult=hook["DefaultResult"],
+                NotificationMetadata=metadata,
+            )
+        self.sb.autoscaling.delay_next(1, TRANSITIONS[LAUNCH], delay=float(params["delay"]))
+        return bool(self._one_more())
 
     def _scale_for(self, transition: str) -> bool:
         if transition == LAUNCH:
@@ -750,6 +822,39 @@ class ChaosWorld:
         return next(
             (str(e["Status"]) for e in self.pool() if e["NetworkInterfaceId"] == eni_id), None
         )
+
+    def evidence(self) -> dict[str, Any]:
+        """What happened, for a violating run: a seed fixes the plan, not the interleaving,
+        so its replay may pass. Every execution's history, the ledger of calls with their
+        times and parameters, and Auto Scaling's and EC2's records of endings and releases."""
+        executions = []
+        for machine in ("LaunchStateMachine", "TerminateStateMachine"):
+            for execution in self.sb.executions(machine):
+                pages = self.sfn.get_paginator("get_execution_history").paginate(
+                    executionArn=execution["executionArn"]
+                )
+                events = [e for page in pages for e in page["events"]]
+                executions.append({**execution, "history": events})
+        calls = [
+            {
+                "at": c.at,
+                "service": c.service,
+                "operation": c.operation,
+                "caller": c.caller,
+                "outcome": c.outcome,
+                "params": c.params,
+            }
+            for c in list(self.sb.ledger.calls)
+        ]
+        return {
+            "executions": executions,
+            "calls": calls,
+            "lifecycle_actions_ended": self.sb.autoscaling.ended_actions(),
+            "lifecycle_actions_pending": self.sb.autoscaling.pending_actions(),
+            "lifecycle_events": self.sb.autoscaling.event_log(),
+            "enis_released_by_ec2_on_termination": list(self.sb.ec2.left_on_termination),
+            "notes": list(self.notes),
+        }
 
     def execution_statuses(self) -> dict[str, int]:
         statuses: Counter[str] = Counter()

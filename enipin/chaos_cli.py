@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import IO
 
 import click
@@ -44,6 +45,9 @@ def chaos(runs: int, seed: int, jobs: int, guest: str, json_file: IO[str] | None
     click.echo(render(report))
     if json_file is not None:
         json_file.write(report.to_json() + "\n")
+        # a violating run's histories, calls and records, to study what its replay may not redo
+        for path in report.write_evidence(Path(f"{json_file.name}.evidence")):
+            click.echo(f"evidence: {path}", err=True)
     if report.violations:
         sys.exit(1)
 

@@ -183,3 +183,41 @@ def test_the_report_has_a_row_per_fault_and_per_invariant(
     assert results[0]["reproduce"] == "enipin chaos --runs 1 --seed 1"
     injected = sum(row["injected"] for row in rows)
     assert injected == sum(len(r["injected"]) for r in results) > 3
+
+
+def test_a_violating_runs_histories_calls_and_records_are_written_beside_the_report(
+    sandbox: Factory, tmp_path: Path
+) -> None:
+    # GIVEN a planted violation: a second pool ENI on an instance
+    sb, world, instance_id = pinned_world(sandbox)
+    spare = next(e for e in world.pool() if e["Status"] == "available")
+    sb.client("ec2").attach_network_interface(
+        NetworkInterfaceId=spare["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=2
+    )
+    world.check_always(1)
+    assert invariants(world) == ["eni_on_two_instances"]
+    # WHEN the run's evidence is written, as `enipin chaos --json FILE` writes it
+    run = chaos.RunResult(
+        seed=9,
+        steps=[],
+        injected=[],
+        notes=[],
+        violations=world.violations,
+        executions={},
+        wall_seconds=0.0,
+        aws_seconds=0.0,
+        evidence=world.evidence(),
+    )
+    report = chaos.ChaosReport(seed=9, runs=[run], wall_seconds=0.0, jobs=1)
+    (path,) = report.write_evidence(tmp_path / "out.json.evidence")
+    # THEN it holds the launch's whole history, every call with its time, and the records
+    evidence = json.loads(path.read_text())
+    (execution,) = evidence["executions"]
+    assert execution["name"].startswith(instance_id)
+    assert execution["history"][0]["type"] == "ExecutionStarted"
+    assert execution["history"][-1]["type"] == "ExecutionSucceeded"
+    operations = {(c["caller"], c["operation"]) for c in evidence["calls"]}
+    assert ("enipin-AttachEniFunction", "AttachNetworkInterface") in operations
+    assert all(c["at"] >= 0 for c in evidence["calls"])
+    assert [a["how"] for a in evidence["lifecycle_actions_ended"]] == ["CompleteLifecycleAction"]
+    assert "evidence" not in run.to_dict()  # the report itself stays small

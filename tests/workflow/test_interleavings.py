@@ -291,3 +291,24 @@ def test_an_attach_landing_after_the_terminate_run_looked_is_released_before_ec2
     ]
     assert left_for_ec2(sb) == []
     assert not timed_out(sb)
+
+
+def test_retry_back_off_in_two_throttling_episodes_counts_toward_the_heartbeat(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a 300 s hook and an agent that needs 420 s, and twice during that wait SSM
+    # throttles the agent check long enough for the state machine's Retry to back off
+    sb = sandbox(azs=1, pool_per_az=1, agent_delay=420)
+    sb.scale_out(1)
+    wait_until(lambda: len(sb.executions()) == 1, sb)
+    for _ in range(2):
+        sb.ledger.throttle("ssm", "DescribeInstanceInformation", times=12)
+        sb.clock.sleep(150)
+    sb.settle()
+    # THEN the Retry's waits were counted as time passing: the heartbeats kept the action
+    (instance_id,) = in_service(sb)
+    assert len(pool_enis_on(sb, instance_id)) == 1
+    assert not timed_out(sb), endings(sb, instance_id)
+    assert endings(sb, instance_id) == [("LAUNCHING", "CompleteLifecycleAction", "CONTINUE")]
+    throttled = sb.ledger.by_operation(outcome="ThrottlingException")
+    assert throttled["ssm.DescribeInstanceInformation"] >= 6
