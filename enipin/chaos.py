@@ -70,7 +70,6 @@ FAULTS = (
     "command_refused",
     "broken_connection",
     "terminate_lost_mid_launch",
-    "hook_metadata_override",
 )
 INVARIANTS = (
     "eni_on_two_instances",
@@ -281,13 +280,6 @@ def _params(rng: random.Random, fault: str, desired: int) -> dict[str, Any]:
             "agent_delay": round(rng.uniform(120.0, 400.0), 1),
             "after": round(rng.uniform(0.0, 20.0), 1),
             "decrement": rng.random() < 0.5,
-        },
-        # the group's hooks move its pool ENI to another device index, and the next launch
-        # event comes late, about when a round resumes its action: repair and event must
-        # pin at the same index
-        "hook_metadata_override": lambda: {
-            "device_index": rng.choice((2, 3)),
-            "delay": round(rng.uniform(90.0, 240.0), 1),
         },
         "broken_connection": lambda: dict(
             zip(("service", "operation"), rng.choice(DISCONNECTED), strict=True),
@@ -520,22 +512,6 @@ class ChaosWorld:
             self.notes.append(f"terminate {new[0]}: {_code(exc)}")
             return False
         return True
-
-    def _hook_metadata_override(self, params: dict[str, Any]) -> bool:
-        metadata = json.dumps({"deviceIndex": int(params["device_index"])})
-        for hook in self.asg.describe_lifecycle_hooks(AutoScalingGroupName=self.sb.group_name)[
-            "LifecycleHooks"
-        ]:
-            self.asg.put_lifecycle_hook(
-                AutoScalingGroupName=self.sb.group_name,
-                LifecycleHookName=hook["LifecycleHookName"],
-                LifecycleTransition=hook["LifecycleTransition"],
-                HeartbeatTimeout=hook["HeartbeatTimeout"],
-                DefaultResult=hook["DefaultResult"],
-                NotificationMetadata=metadata,
-            )
-        self.sb.autoscaling.delay_next(1, TRANSITIONS[LAUNCH], delay=float(params["delay"]))
-        return bool(self._one_more())
 
     def _scale_for(self, transition: str) -> bool:
         if transition == LAUNCH:

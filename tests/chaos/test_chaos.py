@@ -52,12 +52,17 @@ def invariants(world: ChaosWorld) -> list[str]:
     return [v.invariant for v in world.violations]
 
 
-def test_a_second_pool_eni_on_an_instance_is_caught(sandbox: Factory) -> None:
-    sb, world, instance_id = pinned_world(sandbox)
+def plant_second_eni(sb: Sandbox, world: ChaosWorld, instance_id: str) -> None:
+    """A violation by hand: a free pool ENI attached as the instance's second one."""
     spare = next(e for e in world.pool() if e["Status"] == "available")
     sb.client("ec2").attach_network_interface(
         NetworkInterfaceId=spare["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=2
     )
+
+
+def test_a_second_pool_eni_on_an_instance_is_caught(sandbox: Factory) -> None:
+    sb, world, instance_id = pinned_world(sandbox)
+    plant_second_eni(sb, world, instance_id)
     world.check_always(3)
     assert invariants(world) == ["eni_on_two_instances"]
     assert world.violations[0].step == 3
@@ -190,10 +195,7 @@ def test_a_violating_runs_histories_calls_and_records_are_written_beside_the_rep
 ) -> None:
     # GIVEN a planted violation: a second pool ENI on an instance
     sb, world, instance_id = pinned_world(sandbox)
-    spare = next(e for e in world.pool() if e["Status"] == "available")
-    sb.client("ec2").attach_network_interface(
-        NetworkInterfaceId=spare["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=2
-    )
+    plant_second_eni(sb, world, instance_id)
     world.check_always(1)
     assert invariants(world) == ["eni_on_two_instances"]
     # WHEN the run's evidence is written, as `enipin chaos --json FILE` writes it
