@@ -7,7 +7,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
-from enipin_core.errors import DeviceIndexInUse
+from enipin_core.errors import DeviceIndexInUse, InstanceTerminating
+from enipin_core.lifecycle import lifecycle_state
 from enipin_core.pool import Eni, Instance, attach_first_free, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
@@ -15,10 +16,11 @@ from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
-def attach(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
+def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
     instance = Instance(**state["instance"])
     candidates = [Eni(**c) for c in state["candidates"]]
+    _refuse_a_dying_instance(autoscaling, instance.id)
     try:
         outcome = attach_first_free(ec2, instance, candidates, settings.device_index)
     except DeviceIndexInUse:
@@ -38,6 +40,15 @@ def attach(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     return result | {"eni": outcome.eni.to_dict(), "attachedHere": outcome.attached_here}
 
 
+def _refuse_a_dying_instance(autoscaling: Any, instance_id: str) -> None:
+    """Its termination may have begun since the instance was described: a terminate run that
+    looked before this attach lands would let the instance go with the ENI on it, for EC2 to
+    free. Ask Auto Scaling, the moment before attaching."""
+    where = lifecycle_state(autoscaling, instance_id)
+    if where is None or "Terminat" in where:
+        raise InstanceTerminating(f"{instance_id} is {where or 'out of the group'}: not attached")
+
+
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return attach(client("ec2"), TaskInput.of(event).state)
+    return attach(client("ec2"), client("autoscaling"), TaskInput.of(event).state)
