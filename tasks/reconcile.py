@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -261,19 +263,12 @@ def carry_out(
     return f"started {name}"
 
 
-def _outcome(
-    ec2: Any,
-    autoscaling: Any,
-    sfn: Any,
-    repair: Repair,
-    now: datetime,
-    metadata: dict[tuple[str, str], str],
-) -> str:
+def _outcome(repair: Repair, carry: Callable[[Repair], str]) -> str:
     """Carry one repair out. Its failure is its own: reported in the round's output and the
     RepairFailed metric, while the other repairs and the metrics go on (a pool ENI on an
     instance outside the groups is denied its detach every round, until someone detaches it)."""
     try:
-        outcome = carry_out(ec2, autoscaling, sfn, repair, now, metadata)
+        outcome = carry(repair)
     except (ClientError, EnipinError) as exc:
         name = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
         logger.warning("repair failed", extra={"repair": repair.to_dict(), "error": str(exc)})
@@ -292,14 +287,11 @@ def reconcile(
     now = max(scheduled_at, datetime.now(UTC)) if scheduled_at else datetime.now(UTC)
     snap = snapshot(ec2, autoscaling, sfn, SETTINGS, now if scheduled_at else None)
     repairs, busy = plan(snap)
-    rows = []
-    for repair in repairs:
-        outcome = (
-            "planned"
-            if dry_run
-            else _outcome(ec2, autoscaling, sfn, repair, now, snap.hook_metadata)
-        )
-        rows.append(repair.to_dict() | {"outcome": outcome})
+    carry = partial(carry_out, ec2, autoscaling, sfn, now=now, metadata=snap.hook_metadata)
+    rows = [
+        repair.to_dict() | {"outcome": "planned" if dry_run else _outcome(repair, carry)}
+        for repair in repairs
+    ]
     # the pool as this round found it, for the dashboard and the low-pool alarm
     served = named_aws_errors(group_azs)(autoscaling, GROUPS)
     publish(count_pool(snap.pool, served), served)

@@ -54,6 +54,16 @@ def rival_instance(sb: Sandbox, az: str = "us-east-1a") -> str:
     return instance_id
 
 
+def launch_waiting_for_its_agent(sb: Sandbox) -> str:
+    """Scale out one instance and return it once its launch run has attached a pool ENI and
+    waits for the (slow) SSM agent the sandbox was made with."""
+    sb.scale_out(1)
+    wait_until(lambda: len(sb.executions()) == 1, sb)
+    (instance_id,) = group_instances(sb)
+    wait_until(lambda: bool(pool_enis_on(sb, instance_id)), sb)
+    return instance_id
+
+
 def describe(sb: Sandbox, execution_arn: str) -> dict[str, Any]:
     return dict(sb.client("stepfunctions").describe_execution(executionArn=execution_arn))
 

@@ -12,6 +12,7 @@ from typing import Any
 from conftest import (
     group_instances,
     in_service,
+    launch_waiting_for_its_agent,
     path_of,
     pool_enis_on,
     rival_instance,
@@ -64,10 +65,7 @@ def test_a_terminate_event_lost_while_the_launch_run_waits_is_resumed_by_the_rec
 ) -> None:
     # GIVEN a launch whose run attached its ENI and now waits for a slow SSM agent
     sb = sandbox(azs=1, pool_per_az=2, agent_delay=400)
-    sb.scale_out(1)
-    wait_until(lambda: len(sb.executions()) == 1, sb)
-    (instance_id,) = group_instances(sb)
-    wait_until(lambda: bool(pool_enis_on(sb, instance_id)), sb)
+    instance_id = launch_waiting_for_its_agent(sb)
     # WHEN the group terminates it and the terminate event is lost
     sb.autoscaling.drop_next(1, TERMINATING)
     sb.client("autoscaling").terminate_instance_in_auto_scaling_group(

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from conftest import (
     group_instances,
     in_service,
+    launch_waiting_for_its_agent,
     path_of,
     pool_enis_on,
     wait_until,
@@ -121,10 +122,7 @@ def test_a_reconciliation_during_a_running_launch_leaves_that_instance_alone(
     sandbox: Factory,
 ) -> None:
     sb = sandbox(azs=1, pool_per_az=2, agent_delay=300)
-    sb.scale_out(1)
-    wait_until(lambda: len(sb.executions()) == 1, sb)
-    (instance_id,) = group_instances(sb)
-    wait_until(lambda: bool(pool_enis_on(sb, instance_id)), sb)
+    instance_id = launch_waiting_for_its_agent(sb)
     result = reconcile(sb)
     assert result["repairs"] == []
     assert result["busy"] == [instance_id]
