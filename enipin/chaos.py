@@ -1,9 +1,12 @@
 """``enipin chaos``: seeded sequences of scale events and faults against the deployed stack in
 the sandbox, then the invariants EC2, Auto Scaling and Step Functions must show.
 
-A run's seed fixes its plan: which faults, in which order, with which parameters and how long
-apart (``plan``). Thread timing inside the sandbox is not seeded, as it is not on AWS, so a
-replay of a seed repeats the same story with the same faults, not the same interleaving.
+A run's seed fixes its world and its plan. The world (``Shape``): a warm pool under either
+``WarmPoolEni`` policy, a second group drawing on the same pool, hooks whose
+``NotificationMetadata`` moves the ENI to another device index. The plan: which faults, in which
+order, with which parameters and how long apart (``plan``). Thread timing inside the sandbox is
+not seeded, as it is not on AWS, so a replay of a seed repeats the same story with the same
+faults, not the same interleaving.
 
 While a run goes on, after every step:
 
@@ -12,11 +15,16 @@ While a run goes on, after every step:
   a pool ENI, which only EC2 then released (an instance terminated through EC2 by hand is
   exempt: no hook ran for it);
 * ``lifecycle_action_timed_out``: an action ended by its heartbeat or global timeout instead
-  of a CompleteLifecycleAction.
+  of a CompleteLifecycleAction;
+* ``pool_eni_at_wrong_device_index``: a pool ENI attached at another index than its group's
+  hooks ask for (their ``deviceIndex``, else the stack's ``DeviceIndex``).
 
 Once the run settles and the reconciler has had its round:
 
-* ``in_service_without_one_pool_eni``: every InService instance carries exactly one pool ENI;
+* ``in_service_without_one_pool_eni``: every InService instance of every group carries
+  exactly one pool ENI;
+* ``warm_instance_against_policy``: a warm instance at rest holds one pool ENI under
+  ``WarmPoolEni=KEEP``, none under ``RELEASE``;
 * ``lifecycle_action_pending``: no action still waits (nor did the world fail to settle);
 * ``failed_without_named_error``: every FAILED or TIMED_OUT execution ends in an error the
   state machines name (an enipin error or an AWS error a Retry or Catch names), not a crash.
@@ -70,12 +78,17 @@ FAULTS = (
     "command_refused",
     "broken_connection",
     "terminate_lost_mid_launch",
+    "warm_pool_resized",  # drawn only in a world with a warm pool
+    "other_group_scales",  # drawn only in a world with a second group
 )
+WARM_ONLY, SECOND_GROUP_ONLY = frozenset({"warm_pool_resized"}), frozenset({"other_group_scales"})
 INVARIANTS = (
     "eni_on_two_instances",
     "pool_eni_left_on_terminated_instance",
     "lifecycle_action_timed_out",
+    "pool_eni_at_wrong_device_index",
     "in_service_without_one_pool_eni",
+    "warm_instance_against_policy",
     "lifecycle_action_pending",
     "failed_without_named_error",
     "run_crashed",  # the run itself raised: a call the world refused, or a bug here
@@ -102,7 +115,10 @@ AZS, POOL_PER_AZ, MAX_DESIRED = 2, 6, 6
 # holds another on an instance terminated by hand.
 MAX_DELETED = 2
 # Faults that may launch an instance for the purpose: at the group's maximum, room is made first.
-LAUNCHES_ONE = frozenset(FAULTS) - {"scale_out", "scale_in"}
+LAUNCHES_ONE = frozenset(FAULTS) - {"scale_out", "scale_in"} - WARM_ONLY - SECOND_GROUP_ONLY
+SECOND_GROUP, SECOND_MAX = "enipin-chaos-second", 2  # the group sharing the pool, and its size
+WARM_MAX_PREPARED = 4  # the warm pool's MaxGroupPreparedCapacity: group + warm instances
+STACK_DEVICE_INDEX, HOOK_DEVICE_INDEX = 1, 2  # the template's DeviceIndex; a hooks' override
 MIN_STEPS, MAX_STEPS = 3, 6  # faults after the first scale-out
 # The template's own heartbeat timeout, so that a timeout here is one on AWS; shorter agent and
 # pool waits than the defaults keep a run short without changing what the workflow does.
@@ -113,6 +129,7 @@ SETTLE_TIMEOUT = 2400.0
 # The world's own calls retry like an operator's tooling: a throttling burst is for the stack.
 OBSERVER = Config(retries={"mode": "standard", "max_attempts": 20})
 GENERIC_ERRORS = frozenset({"States.ALL", "States.TaskFailed", "States.Runtime"})
+WARM_AT_REST = frozenset({"Warmed:Stopped", "Warmed:Running", "Warmed:Hibernated"})
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,68 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Shape:
+    """The world a run plays in, drawn from its seed apart from its plan (``shape_of``)."""
+
+    warm_pool: str | None = None  # the WarmPoolEni policy, when the group has a warm pool
+    warm_state: str = "Stopped"  # the warm pool's PoolState
+    warm_min: int = 0  # the warm pool's MinSize
+    reuse_on_scale_in: bool = False
+    second_group: bool = False  # a second group drawing on the same pool
+    device_index: int = STACK_DEVICE_INDEX  # where the hooks' NotificationMetadata puts the ENI
+
+    def describe(self) -> str:
+        parts = []
+        if self.warm_pool:
+            reuse = ", reuse on scale-in" if self.reuse_on_scale_in else ""
+            parts.append(
+                f"warm pool {self.warm_pool} ({self.warm_state}, min {self.warm_min}{reuse})"
+            )
+        if self.second_group:
+            parts.append("two groups, one pool")
+        if self.device_index != STACK_DEVICE_INDEX:
+            parts.append(f"hooks: deviceIndex {self.device_index}")
+        return "; ".join(parts) or "one group"
+
+    @property
+    def pool_per_az(self) -> int:
+        """The pool sized as the README says: each group's maximum per AZ plus a spare, and
+        under KEEP the warm pool as well (at the group's maximum, its MinSize: at most 2)."""
+        extra = SECOND_MAX // AZS if self.second_group else 0
+        extra += 2 if self.warm_pool == "KEEP" else 0
+        return POOL_PER_AZ + extra
+
+    def parameters(self) -> dict[str, Any]:
+        return dict(PARAMETERS) | ({"WarmPoolEni": self.warm_pool} if self.warm_pool else {})
+
+    def faults(self) -> tuple[str, ...]:
+        """The faults a plan may draw in this world."""
+        absent = (set() if self.warm_pool else WARM_ONLY) | (
+            set() if self.second_group else SECOND_GROUP_ONLY
+        )
+        return tuple(f for f in FAULTS if f not in absent)
+
+
+# The share of runs whose world has each feature.
+WARM_POOL_SHARE, SECOND_GROUP_SHARE, MOVED_INDEX_SHARE = 0.3, 0.25, 0.25
+
+
+def shape_of(seed: int) -> Shape:
+    """The world of run ``seed``, from a generator of its own: the plan's draws stay as they
+    were before worlds had shapes."""
+    rng = random.Random(f"shape-{seed}")
+    warm = rng.random() < WARM_POOL_SHARE
+    policy, state = rng.choice(("KEEP", "RELEASE")), rng.choice(("Stopped", "Running"))
+    minimum, reuse = rng.randint(0, 2), rng.random() < 0.5
+    second = rng.random() < SECOND_GROUP_SHARE
+    moved = rng.random() < MOVED_INDEX_SHARE
+    index = HOOK_DEVICE_INDEX if moved else STACK_DEVICE_INDEX
+    if not warm:
+        return Shape(second_group=second, device_index=index)
+    return Shape(policy, state, minimum, reuse, second_group=second, device_index=index)
+
+
+@dataclass(frozen=True)
 class Violation:
     invariant: str
     step: int | None  # the step after which it was first seen; None: once the run settled
@@ -137,6 +216,7 @@ class Violation:
 @dataclass
 class RunResult:
     seed: int
+    shape: Shape
     steps: list[Step]
     injected: list[str]  # the faults that found their moment (a mid-flight one may not)
     notes: list[str]
@@ -150,6 +230,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             **{k: v for k, v in asdict(self).items() if k != "evidence"},
+            "shape": {**asdict(self.shape), "text": self.shape.describe()},
             "steps": [{**asdict(s), "text": s.describe()} for s in self.steps],
             "reproduce": f"enipin chaos --runs 1 --seed {self.seed}",
         }
@@ -177,18 +258,14 @@ class ChaosReport:
         return [(r.seed, v) for r in self.runs for v in r.violations]
 
     def table(self) -> list[FaultRow]:
+        """A row per fault, then a row per world feature (``injected``: runs in such a world)."""
         rows = []
         for fault in FAULTS:
             hit = [r for r in self.runs if fault in r.injected]
-            rows.append(
-                FaultRow(
-                    fault=fault,
-                    injected=sum(r.injected.count(fault) for r in hit),
-                    runs=len(hit),
-                    survived=sum(1 for r in hit if not r.violations),
-                    violations=sum(len(r.violations) for r in hit),
-                )
-            )
+            rows.append(_row(fault, hit, sum(r.injected.count(fault) for r in hit)))
+        for label, has in WORLD_FEATURES:
+            hit = [r for r in self.runs if has(r.shape)]
+            rows.append(_row(f"world: {label}", hit, len(hit)))
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +300,24 @@ class ChaosReport:
         return written
 
 
+WORLD_FEATURES: tuple[tuple[str, Callable[[Shape], bool]], ...] = (
+    ("warm pool KEEP", lambda shape: shape.warm_pool == "KEEP"),
+    ("warm pool RELEASE", lambda shape: shape.warm_pool == "RELEASE"),
+    ("two groups, one pool", lambda shape: shape.second_group),
+    ("hooks move the device index", lambda shape: shape.device_index != STACK_DEVICE_INDEX),
+)
+
+
+def _row(name: str, hit: list[RunResult], injected: int) -> FaultRow:
+    return FaultRow(
+        fault=name,
+        injected=injected,
+        runs=len(hit),
+        survived=sum(1 for r in hit if not r.violations),
+        violations=sum(len(r.violations) for r in hit),
+    )
+
+
 # -- planning ----------------------------------------------------------------------------------
 
 
@@ -231,7 +326,8 @@ def plan(seed: int) -> list[Step]:
     rng = random.Random(seed)
     desired, deleted = 0, 0
     steps: list[Step] = []
-    faults = ["scale_out"] + [rng.choice(FAULTS) for _ in range(rng.randint(MIN_STEPS, MAX_STEPS))]
+    drawn = shape_of(seed).faults()
+    faults = ["scale_out"] + [rng.choice(drawn) for _ in range(rng.randint(MIN_STEPS, MAX_STEPS))]
     for fault in faults:
         if fault == "eni_deleted_by_hand" and deleted >= MAX_DELETED:
             fault = "eni_detached_by_hand"
@@ -291,6 +387,8 @@ def _params(rng: random.Random, fault: str, desired: int) -> dict[str, Any]:
             times=rng.randint(3, 15),
         ),
         "slow_agent": lambda: {"agent_delay": round(rng.uniform(60.0, 240.0), 1)},
+        "warm_pool_resized": lambda: {"min_size": rng.randint(0, 2)},
+        "other_group_scales": lambda: {"desired": rng.randint(0, SECOND_MAX)},
         "absent_agent": dict,
         "nic_never_up": dict,
         "nic_down": lambda: {"fault": rng.choice(("nic_down", "no_address"))},
@@ -325,6 +423,8 @@ def _desired_after(fault: str, params: dict[str, Any], desired: int) -> int:
         return desired + int(params["count"])
     if fault == "scale_in":
         return desired - int(params["count"])
+    if fault in WARM_ONLY | SECOND_GROUP_ONLY:
+        return desired  # the group's own capacity does not move
     if fault in ("duplicate_event", "drop_event", "late_event"):
         return desired + (1 if params["transition"] == LAUNCH else -1)
     if fault == "terminated_mid_workflow" and params["during"] == TERMINATE:
@@ -368,17 +468,18 @@ def run_chaos(
 def run_one(seed: int, guest_mode: str = "model") -> RunResult:
     from enipin.sandbox import Sandbox
 
-    steps = plan(seed)
+    shape, steps = shape_of(seed), plan(seed)
     started = time.monotonic()
     with Sandbox(
         azs=AZS,
-        pool_per_az=POOL_PER_AZ,
+        pool_per_az=shape.pool_per_az,
         max_size=MAX_DESIRED + 2,
-        parameters=dict(PARAMETERS),
         release_delay=RELEASE_DELAY,
         guest_mode=guest_mode,
+        deploy=False,
     ) as sb:
-        world = ChaosWorld(sb)
+        world = ChaosWorld(sb, shape)
+        world.build()
         sb.run_schedules()  # the reconciler and the pool metrics on their schedules, as deployed
         step: Step | None = None
         try:
@@ -395,6 +496,7 @@ def run_one(seed: int, guest_mode: str = "model") -> RunResult:
             world.flag("run_crashed", where, f"{type(exc).__name__}: {exc}")
         return RunResult(
             seed=seed,
+            shape=shape,
             steps=steps,
             injected=world.injected,
             notes=world.notes,
@@ -410,8 +512,9 @@ class ChaosWorld:
     """One run's view of the sandbox: acting on it as operators and AWS would, and checking
     it through the AWS APIs (plus what Auto Scaling and EC2 record of how things ended)."""
 
-    def __init__(self, sb: Sandbox) -> None:
+    def __init__(self, sb: Sandbox, shape: Shape | None = None) -> None:
         self.sb = sb
+        self.shape = shape or Shape()
         self.ec2 = _client("ec2")
         self.asg = _client("autoscaling")
         self.sfn = _client("stepfunctions")
@@ -421,6 +524,54 @@ class ChaosWorld:
         self.seen: set[tuple[str, str]] = set()  # (invariant, detail) already reported
         self.by_hand: set[str] = set()  # instances terminated through EC2 by the run
         self.pool_ids = {e["NetworkInterfaceId"] for e in self.pool()}
+
+    # -- building ----------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """The shape's world: a second group beside the sandbox's, the stack deployed for both,
+        the warm pool, the hooks' metadata; then the second group's first instance."""
+        sb = self.sb
+        groups = [sb.group_name]
+        if self.shape.second_group:
+            self.asg.create_auto_scaling_group(
+                AutoScalingGroupName=SECOND_GROUP,
+                LaunchTemplate={"LaunchTemplateName": f"{sb.group_name}-lt"},
+                MinSize=0,
+                MaxSize=SECOND_MAX,
+                DesiredCapacity=0,
+                VPCZoneIdentifier=",".join(sb.world.subnets.values()),
+            )
+            groups.append(SECOND_GROUP)
+        sb.stack = sb.deploy(sb.template, self.shape.parameters() | {"GroupName": ",".join(groups)})
+        if self.shape.device_index != STACK_DEVICE_INDEX:
+            for group in groups:
+                self._hooks_ask(group, {"deviceIndex": self.shape.device_index})
+        if self.shape.warm_pool:
+            self._put_warm_pool(self.shape.warm_min)
+        if self.shape.second_group:
+            self.asg.set_desired_capacity(AutoScalingGroupName=SECOND_GROUP, DesiredCapacity=1)
+
+    def _hooks_ask(self, group: str, metadata: dict[str, Any]) -> None:
+        """An operator's override: the group's hooks carry ``metadata`` from now on."""
+        found = self.asg.describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"]
+        for hook in found:
+            self.asg.put_lifecycle_hook(
+                AutoScalingGroupName=group,
+                LifecycleHookName=hook["LifecycleHookName"],
+                LifecycleTransition=hook["LifecycleTransition"],
+                HeartbeatTimeout=hook["HeartbeatTimeout"],
+                DefaultResult=hook["DefaultResult"],
+                NotificationMetadata=json.dumps(metadata),
+            )
+
+    def _put_warm_pool(self, min_size: int) -> None:
+        self.asg.put_warm_pool(
+            AutoScalingGroupName=self.sb.group_name,
+            MaxGroupPreparedCapacity=WARM_MAX_PREPARED,
+            MinSize=min_size,
+            PoolState=self.shape.warm_state,
+            InstanceReusePolicy={"ReuseOnScaleIn": self.shape.reuse_on_scale_in},
+        )
 
     # -- acting ------------------------------------------------------------------------------
 
@@ -511,6 +662,16 @@ class ChaosWorld:
         except ClientError as exc:  # it already left (abandoned meanwhile)
             self.notes.append(f"terminate {new[0]}: {_code(exc)}")
             return False
+        return True
+
+    def _warm_pool_resized(self, params: dict[str, Any]) -> bool:
+        self._put_warm_pool(int(params["min_size"]))
+        return True
+
+    def _other_group_scales(self, params: dict[str, Any]) -> bool:
+        self.asg.set_desired_capacity(
+            AutoScalingGroupName=SECOND_GROUP, DesiredCapacity=int(params["desired"])
+        )
         return True
 
     def _scale_for(self, transition: str) -> bool:
@@ -693,6 +854,18 @@ class ChaosWorld:
         self._check_enis_single(step)
         self._check_released_before_termination(step)
         self._check_actions_completed(step)
+        self._check_device_index(step)
+
+    def _check_device_index(self, step: int | None) -> None:
+        for eni in self.pool():
+            index = (eni.get("Attachment") or {}).get("DeviceIndex")
+            if index is not None and index != self.shape.device_index:
+                self.flag(
+                    "pool_eni_at_wrong_device_index",
+                    step,
+                    f"{eni['NetworkInterfaceId']} at {index} on {_holder(eni)}, "
+                    f"the hooks ask for {self.shape.device_index}",
+                )
 
     def _check_enis_single(self, step: int | None) -> None:
         holders: dict[str, list[str]] = {}
@@ -727,7 +900,7 @@ class ChaosWorld:
                 )
 
     def check_converged(self) -> None:
-        states = self.members()
+        states = self.members(self.groups())
         on: Counter[str] = Counter(h for e in self.pool() if (h := _holder(e)))
         for instance_id, state in sorted(states.items()):
             if state == "InService" and on[instance_id] != 1:
@@ -735,6 +908,14 @@ class ChaosWorld:
                     "in_service_without_one_pool_eni",
                     None,
                     f"{instance_id} has {on[instance_id]}",
+                )
+        held = 1 if self.shape.warm_pool == "KEEP" else 0
+        for instance_id, state in sorted(self.warm().items()):
+            if state in WARM_AT_REST and on[instance_id] != held:
+                self.flag(
+                    "warm_instance_against_policy",
+                    None,
+                    f"{instance_id} ({state}) has {on[instance_id]} under {self.shape.warm_pool}",
                 )
         for action in self.sb.autoscaling.pending_actions():
             self.flag(
@@ -775,12 +956,23 @@ class ChaosWorld:
 
     # -- reading the world -------------------------------------------------------------------
 
-    def members(self) -> dict[str, str]:
-        """Instance id -> lifecycle state, for the group's instances."""
-        groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.sb.group_name])[
-            "AutoScalingGroups"
-        ]
-        return {i["InstanceId"]: i["LifecycleState"] for g in groups for i in g["Instances"]}
+    def groups(self) -> list[str]:
+        return [self.sb.group_name] + ([SECOND_GROUP] if self.shape.second_group else [])
+
+    def members(self, groups: list[str] | None = None) -> dict[str, str]:
+        """Instance id -> lifecycle state, for the instances of the sandbox's group (or of
+        ``groups``); warm instances are not members."""
+        found = self.asg.describe_auto_scaling_groups(
+            AutoScalingGroupNames=groups or [self.sb.group_name]
+        )["AutoScalingGroups"]
+        return {i["InstanceId"]: i["LifecycleState"] for g in found for i in g["Instances"]}
+
+    def warm(self) -> dict[str, str]:
+        """Instance id -> lifecycle state, for the warm pool's instances."""
+        if not self.shape.warm_pool:
+            return {}
+        pool = self.asg.describe_warm_pool(AutoScalingGroupName=self.sb.group_name)
+        return {i["InstanceId"]: i["LifecycleState"] for i in pool.get("Instances", [])}
 
     def pool(self) -> list[dict[str, Any]]:
         tag = self.sb.spec

@@ -34,11 +34,13 @@ from enipin.console import table
 def chaos(runs: int, seed: int, jobs: int, guest: str, json_file: IO[str] | None) -> None:
     """Random, reproducible fault runs against the deployed stack in the sandbox.
 
-    Each run scales the group out, then draws 3-6 faults (scale in and out, duplicated and
-    dropped lifecycle events, throttling bursts, slow and absent SSM agents, NICs that never
-    come up, ENIs detached or deleted by hand, instances terminated mid-workflow, executions
-    failed and replayed), lets the world settle and the reconciler run, and checks EC2,
-    Auto Scaling and Step Functions. Exit status 1 on any violation, with the seed and step
+    Each run's world may have a warm pool (KEEP or RELEASE), a second group on the same pool,
+    and hooks that move the ENI's device index. The run scales the group out, then draws 3-6
+    faults (scale in and out, duplicated, dropped and late lifecycle events, throttling bursts,
+    slow and absent SSM agents, NICs that never come up, ENIs detached or deleted by hand,
+    instances terminated mid-workflow, executions failed and replayed, warm pools resized),
+    lets the world settle and the reconciler run, and checks EC2, Auto Scaling and Step
+    Functions. Exit status 1 on any violation, with the seed and step
     that reproduce it.
     """
     report = run_chaos(seed, runs, jobs=jobs, guest_mode=guest, progress=_progress)
@@ -55,7 +57,10 @@ def chaos(runs: int, seed: int, jobs: int, guest: str, json_file: IO[str] | None
 def _progress(result: RunResult) -> None:
     verdict = f"{len(result.violations)} violations" if result.violations else "ok"
     faults = ", ".join(result.injected[1:]) or "-"
-    click.echo(f"seed {result.seed}: {verdict} ({faults}; {result.wall_seconds:.0f} s)", err=True)
+    world = result.shape.describe()
+    click.echo(
+        f"seed {result.seed}: {verdict} ({world}: {faults}; {result.wall_seconds:.0f} s)", err=True
+    )
 
 
 def render(report: ChaosReport) -> str:

@@ -4,10 +4,16 @@ moto's Lambda needs Docker. Here a function's ``Handler`` string is imported fro
 directory (as the runtime imports from /var/task) and called with a Lambda context; an
 exception becomes the runtime's error document, so the state machine sees the exception's
 class name as the error. Log lines go to the function's log, not the terminal.
+
+On AWS an execution environment serves one invocation at a time, and concurrent invocations run
+in environments of their own that share no memory. Here they are threads of one process, so
+what a handler keeps between its calls must be kept per thread where Powertools keeps it in a
+shared object: the metrics an invocation adds are the ones its own flush publishes.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import io
 import json
@@ -26,6 +32,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from unittest.mock import patch
 
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+    AmazonCloudWatchEMFProvider,
+)
 from moto.awslambda.models import LambdaFunction
 
 from enipin.sandbox.base import REGION
@@ -115,6 +124,10 @@ class LambdaRuntime:
         self._stdout = _RoutedStdout(sys.stdout)
         stack.enter_context(patch.object(sys, "stdout", self._stdout))
         stack.enter_context(patch.object(warnings, "showwarning", self._show_warning))
+        for name in _EMF_INVOCATION_STATE:
+            stack.enter_context(
+                patch.object(AmazonCloudWatchEMFProvider, name, _per_environment(name), create=True)
+            )
 
     def _show_warning(
         self, message: Any, category: Any, filename: str, lineno: int, *_: Any
@@ -180,6 +193,40 @@ class LambdaRuntime:
         for name, module in list(sys.modules.items()):
             if (getattr(module, "__file__", None) or "").startswith(code_dir + os.sep):
                 del sys.modules[name]
+
+
+# What Powertools' EMF provider gathers during one invocation and clears when it flushes. One
+# provider serves every invocation of a module (``Metrics`` shares its store by design), which on
+# AWS is one environment's, one invocation at a time.
+_EMF_INVOCATION_STATE = (
+    "metric_set",
+    "dimension_set",
+    "metadata_set",
+    "dimension_sets",
+    "timestamp",
+)
+
+
+def _per_environment(name: str) -> property:
+    """The attribute ``name`` of a provider, kept per thread (per execution environment): each
+    starts from what the module's import set, as a new environment runs the import itself."""
+    key = f"_sandbox_{name}"
+
+    def environment(provider: Any) -> threading.local:
+        return provider.__dict__.setdefault("_sandbox_environments", threading.local())
+
+    def get(provider: Any) -> Any:
+        local = environment(provider)
+        if not hasattr(local, key):
+            setattr(local, key, copy.copy(provider.__dict__.get(key)))
+        return getattr(local, key)
+
+    def set_(provider: Any, value: Any) -> None:
+        # the first value, set by the import, is where every new environment starts
+        provider.__dict__.setdefault(key, copy.copy(value))
+        setattr(environment(provider), key, value)
+
+    return property(get, set_)
 
 
 def _error_document(exc: BaseException) -> dict[str, Any]:

@@ -12,7 +12,17 @@ from click.testing import CliRunner
 from conftest import finish, in_service, load_event, pool_enis_on, start
 
 from enipin import chaos
-from enipin.chaos import FAULTS, INVARIANTS, MAX_DESIRED, ChaosWorld, plan
+from enipin.chaos import (
+    FAULTS,
+    INVARIANTS,
+    MAX_DESIRED,
+    SECOND_GROUP,
+    WORLD_FEATURES,
+    ChaosWorld,
+    Shape,
+    plan,
+    shape_of,
+)
 from enipin.cli import main
 from enipin.sandbox import Sandbox
 
@@ -25,10 +35,11 @@ def test_a_seed_fixes_the_plan_and_another_seed_changes_it() -> None:
     assert plan(7) != plan(8)
 
 
-def test_forty_seeds_draw_every_fault_and_keep_the_group_within_bounds() -> None:
+def test_eighty_seeds_draw_every_fault_and_keep_the_group_within_bounds() -> None:
     drawn: set[str] = set()
-    for seed in range(1, 41):
+    for seed in range(1, 81):
         steps = plan(seed)
+        assert {s.fault for s in steps} <= set(shape_of(seed).faults())
         assert steps[0].fault == "scale_out"
         assert [s.index for s in steps] == list(range(len(steps)))
         desired = 0
@@ -37,6 +48,42 @@ def test_forty_seeds_draw_every_fault_and_keep_the_group_within_bounds() -> None
             assert 0 <= desired <= MAX_DESIRED, (seed, step)
         drawn |= {s.fault for s in steps}
     assert drawn == set(FAULTS)
+
+
+def test_worlds_take_every_shape_and_a_fault_is_drawn_only_where_it_can_act() -> None:
+    shapes = [shape_of(seed) for seed in range(1, 201)]
+    for _, has in WORLD_FEATURES:
+        assert 20 <= sum(map(has, shapes)) <= 120  # each feature in a fair share of runs
+    assert sum(s == Shape() for s in shapes) >= 40  # and plain worlds stay common
+    assert shape_of(3) == shape_of(3)
+    assert "warm_pool_resized" not in Shape().faults()
+    assert "other_group_scales" not in Shape(warm_pool="KEEP").faults()
+    # the pool is sized as the README says: KEEP holds ENIs for the warm pool too
+    assert Shape(warm_pool="KEEP").pool_per_az > Shape(warm_pool="RELEASE").pool_per_az
+
+
+def test_a_world_of_every_shape_builds_and_pins_both_groups_at_the_hooks_index(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a run's world with a warm pool, a second group on the same pool, and hooks that
+    # move the ENI to device index 2
+    shape = Shape(warm_pool="RELEASE", warm_min=1, second_group=True, device_index=2)
+    sb = sandbox(azs=2, pool_per_az=shape.pool_per_az, deploy=False)
+    world = ChaosWorld(sb, shape)
+    world.build()
+    world._scale_out({"count": 1})
+    sb.settle()
+    # THEN each group's instance carries one pool ENI, at index 2, and the warm one none
+    serving = world.members(world.groups())
+    assert sorted(serving.values()) == ["InService", "InService"]
+    assert any(i in world.members([SECOND_GROUP]) for i in serving)
+    for instance_id in serving:
+        (eni,) = pool_enis_on(sb, instance_id)
+        assert eni["Attachment"]["DeviceIndex"] == 2
+    assert world.warm() and all(not pool_enis_on(sb, i) for i in world.warm())
+    world.check_always(None)
+    world.check_converged()
+    assert world.violations == []
 
 
 def pinned_world(sandbox: Factory, **kwargs: object) -> tuple[Sandbox, ChaosWorld, str]:
@@ -53,7 +100,8 @@ def invariants(world: ChaosWorld) -> list[str]:
 
 
 def plant_second_eni(sb: Sandbox, world: ChaosWorld, instance_id: str) -> None:
-    """A violation by hand: a free pool ENI attached as the instance's second one."""
+    """A violation by hand: a free pool ENI attached as the instance's second one (at an index
+    its hooks do not ask for: that is caught too)."""
     spare = next(e for e in world.pool() if e["Status"] == "available")
     sb.client("ec2").attach_network_interface(
         NetworkInterfaceId=spare["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=2
@@ -64,7 +112,7 @@ def test_a_second_pool_eni_on_an_instance_is_caught(sandbox: Factory) -> None:
     sb, world, instance_id = pinned_world(sandbox)
     plant_second_eni(sb, world, instance_id)
     world.check_always(3)
-    assert invariants(world) == ["eni_on_two_instances"]
+    assert invariants(world) == ["eni_on_two_instances", "pool_eni_at_wrong_device_index"]
     assert world.violations[0].step == 3
 
 
@@ -89,6 +137,37 @@ def test_a_lifecycle_action_left_to_time_out_is_caught(sandbox: Factory) -> None
     assert world.wait(lambda: bool(sb.autoscaling.ended_actions()), 120)
     world.check_always(0)
     assert invariants(world) == ["lifecycle_action_timed_out"]
+
+
+def test_a_pool_eni_at_another_index_than_the_hooks_ask_for_is_caught(sandbox: Factory) -> None:
+    # GIVEN an instance pinned at the stack's index 1, in a world whose hooks ask for 2
+    sb, _, instance_id = pinned_world(sandbox)
+    world = ChaosWorld(sb, Shape(device_index=2))
+    world.check_always(2)
+    assert invariants(world) == ["pool_eni_at_wrong_device_index"]
+    assert "at 1 on " + instance_id in world.violations[0].detail
+
+
+def test_a_warm_instance_that_lost_its_eni_under_keep_is_caught(sandbox: Factory) -> None:
+    # GIVEN WarmPoolEni=KEEP: a warm instance holds its pool ENI while stopped
+    shape = Shape(warm_pool="KEEP", warm_min=1)
+    sb = sandbox(azs=1, pool_per_az=3, describe_lag=0, parameters={"WarmPoolEni": "KEEP"})
+    world = ChaosWorld(sb, shape)
+    sb.client("autoscaling").put_warm_pool(
+        AutoScalingGroupName=sb.group_name, MaxGroupPreparedCapacity=1, MinSize=1
+    )
+    sb.settle()
+    assert list(world.warm().values()) == ["Warmed:Stopped"]
+    (warm_id,) = world.warm()
+    world.check_converged()
+    assert world.violations == []
+    # WHEN someone detaches it by hand, THEN the converged check names it
+    (eni,) = pool_enis_on(sb, warm_id)
+    sb.client("ec2").detach_network_interface(AttachmentId=eni["Attachment"]["AttachmentId"])
+    assert world.wait(lambda: not pool_enis_on(sb, warm_id), 60)
+    world.check_converged()
+    assert invariants(world) == ["warm_instance_against_policy"]
+    assert warm_id in world.violations[0].detail
 
 
 def test_an_in_service_instance_without_its_eni_is_caught(sandbox: Factory) -> None:
@@ -179,14 +258,15 @@ def test_the_report_has_a_row_per_fault_and_per_invariant(
     _, output, data = batch
     rows = data["faults"]
     assert isinstance(rows, list)
-    assert [row["fault"] for row in rows] == list(FAULTS)
+    features = [f"world: {label}" for label, _ in WORLD_FEATURES]
+    assert [row["fault"] for row in rows] == list(FAULTS) + features
     for name in FAULTS + INVARIANTS:
         assert name in output
     results = data["results"]
     assert isinstance(results, list)
     assert [r["seed"] for r in results] == [1, 2, 3]
     assert results[0]["reproduce"] == "enipin chaos --runs 1 --seed 1"
-    injected = sum(row["injected"] for row in rows)
+    injected = sum(row["injected"] for row in rows if row["fault"] in FAULTS)
     assert injected == sum(len(r["injected"]) for r in results) > 3
 
 
@@ -197,10 +277,11 @@ def test_a_violating_runs_histories_calls_and_records_are_written_beside_the_rep
     sb, world, instance_id = pinned_world(sandbox)
     plant_second_eni(sb, world, instance_id)
     world.check_always(1)
-    assert invariants(world) == ["eni_on_two_instances"]
+    assert invariants(world) == ["eni_on_two_instances", "pool_eni_at_wrong_device_index"]
     # WHEN the run's evidence is written, as `enipin chaos --json FILE` writes it
     run = chaos.RunResult(
         seed=9,
+        shape=Shape(),
         steps=[],
         injected=[],
         notes=[],

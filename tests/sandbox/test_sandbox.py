@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit, SchemaValidationError
 from botocore.config import Config
 from conftest import path_of, wait_until
 
@@ -205,3 +209,48 @@ def test_function_output_lands_in_the_logs_of_each_sandbox_in_turn() -> None:
             sb.settle()
             dispatcher = sb.stack.physical["DispatchEventFunction"]  # type: ignore[union-attr]
             assert any("execution started" in line for line in sb.lambdas.logs[dispatcher])
+
+
+def _metric_names(blob: dict[str, Any]) -> list[str]:
+    return sorted(m["Name"] for m in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"])
+
+
+def _two_concurrent_invocations(metrics: Metrics) -> dict[str, Any]:
+    """Two invocations of one handler at once, as two environments would run them: each adds its
+    metric, then one flushes while the other has yet to. What each one's flush would publish."""
+    both_added, first_flushed = threading.Barrier(2), threading.Barrier(2)
+    published: dict[str, Any] = {}
+
+    def invocation(name: str) -> None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        both_added.wait()
+        if name == "Second":
+            first_flushed.wait()
+        try:
+            published[name] = _metric_names(metrics.serialize_metric_set())
+        except SchemaValidationError as exc:
+            published[name] = f"SchemaValidationError: {exc}"
+        metrics.clear_metrics()
+        if name == "First":
+            first_flushed.wait()
+
+    threads = [threading.Thread(target=invocation, args=(n,)) for n in ("First", "Second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return published
+
+
+def test_concurrent_invocations_share_no_memory_so_each_publishes_its_own_metrics() -> None:
+    # AWS: an execution environment runs one invocation at a time; concurrent invocations run in
+    # environments of their own. Powertools keeps one metric store per process by design, so
+    # threads of one process (the sandbox's invocations) would flush each other's metrics.
+    # Outside the sandbox: the first flush takes both, the second has none
+    shared = _two_concurrent_invocations(Metrics(namespace="enipin-test", service="t"))
+    assert shared["First"] == ["First", "Second"]
+    assert shared["Second"].startswith("SchemaValidationError: Must contain at least one metric")
+    # In the sandbox each invocation's flush holds what it added, and only that
+    with Sandbox(azs=1, pool_per_az=0, deploy=False):
+        isolated = _two_concurrent_invocations(Metrics(namespace="enipin-test", service="t"))
+    assert isolated == {"First": ["First"], "Second": ["Second"]}
