@@ -1,4 +1,7 @@
-"""ReleaseEni: undo this execution's attach, and only that, before the launch is abandoned."""
+"""ReleaseEni: undo this execution's attach before the launch is given up. An ENI the instance
+already carried (kept through the warm pool, or pinned by an earlier run of this action) goes
+too when the action is given up with ABANDON, while it still waits: Auto Scaling then terminates
+the instance without running its terminate hooks, so nothing else would release it."""
 
 from __future__ import annotations
 
@@ -7,21 +10,37 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
+from enipin_core.lifecycle import is_waiting, lifecycle_state
 from enipin_core.pool import detach_if_still_on
+from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
 from enipin_core.waiting import TaskInput
 
 
 @named_aws_errors
-def release(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
+def release(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     eni = state.get("eni")
-    if not eni or not state.get("attachedHere"):
+    if not eni or not (state.get("attachedHere") or _abandoned_with_it(autoscaling, state)):
         return {**state, "released": False}
     released = detach_if_still_on(ec2, eni["id"], state["instanceId"], eni.get("attachment_id"))
     logger.info("release after failure", extra={"eni": eni["id"], "released": released})
     return {**state, "released": released}
 
 
+def _abandoned_with_it(autoscaling: Any, state: dict[str, Any]) -> bool:
+    """Will the instance be terminated with the ENI it already carried? Only when this run gives
+    a still-waiting action up with ABANDON: an instance another run let into service keeps it."""
+    lifecycle = state.get("lifecycle")
+    if not lifecycle:  # a replay or repair without an action leaves the instance as it is
+        return False
+    # No settings when ValidateEvent itself failed: the deployment's own apply.
+    settings = Settings.from_dict(state["settings"]) if "settings" in state else Settings.from_env()
+    if settings.launch_failure_result != "ABANDON":
+        return False
+    where = lifecycle_state(autoscaling, state["instanceId"])
+    return is_waiting(where, lifecycle["transition"])
+
+
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return release(client("ec2"), TaskInput.of(event).state)
+    return release(client("ec2"), client("autoscaling"), TaskInput.of(event).state)

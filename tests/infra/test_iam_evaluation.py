@@ -154,7 +154,8 @@ def observation() -> Observation:
     """The calls of a pinned launch, a metrics run, the reconciler's repairs and a termination,
     then of a launch whose SSM agent never comes (heartbeats while waiting, release, abandon
     with CONTINUE), then of an attach EC2 refuses because the instance is going (what state is
-    it in?); with the Task states the executions scheduled and the world they acted on."""
+    it in?), then of a launch out of a KEEP warm pool abandoned with its kept ENI; with the Task
+    states the executions scheduled and the world they acted on."""
     seen = Observation(World(ACCOUNT_ID, REGION))
     with recording_attachments(seen.world), Sandbox(azs=1, pool_per_az=2) as sb:
         sb.scale_out(1)
@@ -190,7 +191,27 @@ def observation() -> Observation:
         wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
         sb.settle()
         observe(sb, seen, AUTH)
+    keep = {"WarmPoolEni": "KEEP"}
+    with (
+        recording_attachments(seen.world),
+        Sandbox(azs=1, pool_per_az=2, max_size=1, parameters=keep) as sb,
+    ):
+        abandon_a_launch_out_of_the_warm_pool(sb)
+        observe(sb, seen, AUTH)
     return seen
+
+
+def abandon_a_launch_out_of_the_warm_pool(sb: Sandbox) -> None:
+    """KEEP: an instance pinned into the warm pool whose NIC never comes up once it leaves; the
+    run asks Auto Scaling whether its action still waits and gives the kept ENI back."""
+    autoscaling = sb.client("autoscaling")
+    autoscaling.put_warm_pool(AutoScalingGroupName=sb.group_name, MinSize=1)
+    sb.settle()
+    for warm in autoscaling.describe_warm_pool(AutoScalingGroupName=sb.group_name)["Instances"]:
+        sb.guests.set_faults(warm["InstanceId"], {"nic_absent"})
+    sb.scale_out(1)
+    wait_until(lambda: any(a["result"] == "ABANDON" for a in sb.autoscaling.ended_actions()), sb)
+    sb.settle()
 
 
 def reconcile_after_drift(sb: Sandbox) -> None:

@@ -158,6 +158,70 @@ def test_release_a_return_to_the_warm_pool_whose_run_failed_after_its_detach_is_
     assert not timed_out(sb), endings(sb, instance_id)
 
 
+def test_keep_an_eni_kept_through_the_warm_pool_is_given_back_when_its_launch_out_is_abandoned(
+    sandbox: Factory,
+) -> None:
+    # GIVEN WarmPoolEni=KEEP: warm instances pinned on their way in, stopped with their ENIs,
+    # and an OS whose NIC never comes up once they start (chaos seed 16 drew this)
+    sb = _warm_group(sandbox, "KEEP")
+    sb.settle()
+    kept = {i: pool_enis_on(sb, i) for i in warm_instances(sb)}
+    assert sorted(len(enis) for enis in kept.values()) == [1, 1]
+    for instance_id in kept:
+        sb.guests.set_faults(instance_id, {"nic_absent"})
+    # WHEN the group takes one out of the pool and its verification fails
+    sb.scale_out(1)
+    wait_until(lambda: any(a["result"] == "ABANDON" for a in sb.autoscaling.ended_actions()), sb)
+    sb.settle()
+    # THEN the run gave the kept ENI back before its ABANDON let the instance go: EC2 freed none
+    abandoned = {
+        a["instance_id"] for a in sb.autoscaling.ended_actions() if a["result"] == "ABANDON"
+    }
+    assert abandoned and abandoned <= set(kept)
+    for instance_id in abandoned:
+        (launch_out,) = [
+            e
+            for e in sb.executions()
+            if e["name"].startswith(instance_id) and e["status"] == "FAILED"
+        ]
+        assert path_of(sb, launch_out["executionArn"])[-3:] == [
+            "ReleaseEni",
+            "AbandonLaunch",
+            "LaunchFailed",
+        ]
+    assert left_for_ec2(sb) == []
+    assert not timed_out(sb)
+
+
+def test_a_run_giving_up_an_action_another_run_completed_leaves_the_in_service_eni_alone(
+    sandbox: Factory,
+) -> None:
+    # GIVEN an instance pinned and in service, and a second run of its launch action (a late
+    # event after a repair) that failed and is about to give the action up with ABANDON
+    import release_eni  # the Task module, from tasks/ as the runtime imports it
+
+    sb = sandbox(azs=1, pool_per_az=2)
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    (eni,) = pool_enis_on(sb, instance_id)
+    state = {
+        "instanceId": instance_id,
+        "lifecycle": {"transition": LAUNCHING},
+        "eni": {
+            "id": eni["NetworkInterfaceId"],
+            "attachment_id": eni["Attachment"]["AttachmentId"],
+        },
+        "attachedHere": False,
+    }
+    # WHEN its ReleaseEni runs, THEN the ENI stays: the action it would give up is finished
+    released = release_eni.release(sb.client("ec2"), sb.client("autoscaling"), state)
+    assert released["released"] is False
+    assert [e["NetworkInterfaceId"] for e in pool_enis_on(sb, instance_id)] == [
+        eni["NetworkInterfaceId"]
+    ]
+
+
 def test_a_repair_aws_refuses_is_reported_and_the_rest_of_the_round_goes_on(
     sandbox: Factory,
 ) -> None:
