@@ -18,8 +18,8 @@ from enipin_core.waiting import TaskInput
 @named_aws_errors
 def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
-    instance = Instance(**state["instance"])
-    candidates = [Eni(**c) for c in state["candidates"]]
+    instance = Instance.from_dict(state["instance"])
+    candidates = [Eni.from_dict(c) for c in state["candidates"]]
     _refuse_a_dying_instance(autoscaling, instance.id)
     try:
         outcome = attach_first_free(ec2, instance, candidates, settings.device_index)

@@ -19,7 +19,7 @@ from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
 def check(ec2: Any, task: TaskInput) -> dict[str, Any]:
     state = task.state
     settings = Settings.from_dict(state["settings"])
-    ids = [Eni(**e).id for e in state["enis"]]
+    ids = [Eni.from_dict(e).id for e in state["enis"]]
     # Released: available again, or no longer on this instance (deleted, or moved on).
     held = [e.id for e in describe_enis(ec2, ids) if e.instance_id == state["instanceId"]]
     wait = WaitProgress.from_dict(state.get("detachWait"))

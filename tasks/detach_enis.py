@@ -16,7 +16,7 @@ from enipin_core.waiting import TaskInput
 def detach_all(ec2: Any, state: dict[str, Any]) -> dict[str, Any]:
     """Detach each ENI still on this instance; gracefully first, with Force once asked to."""
     force = bool(state.get("force"))
-    ids = [Eni(**e).id for e in state["enis"]]
+    ids = [Eni.from_dict(e).id for e in state["enis"]]
     requested = [
         eni.id
         for eni in describe_enis(ec2, ids)

@@ -18,7 +18,7 @@ from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
 def find(ec2: Any, task: TaskInput) -> dict[str, Any]:
     state = task.state
     settings = Settings.from_dict(state["settings"])
-    instance = Instance(**state["instance"])
+    instance = Instance.from_dict(state["instance"])
     free = free_enis(ec2, instance, settings.pool_tag_key, settings.pool_tag_value)
     candidates = order_candidates(free, instance.id, settings.max_attach_candidates)
     wait = WaitProgress.from_dict(state.get("poolWait"))

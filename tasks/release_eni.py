@@ -22,7 +22,7 @@ def release(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]
     eni = state.get("eni")
     if not eni or not (state.get("attachedHere") or _abandoned_with_it(autoscaling, state)):
         return {**state, "released": False}
-    released = detach_if_still_on(ec2, eni["id"], state["instanceId"], eni.get("attachment_id"))
+    released = detach_if_still_on(ec2, eni["id"], state["instanceId"], eni.get("attachmentId"))
     logger.info("release after failure", extra={"eni": eni["id"], "released": released})
     return {**state, "released": released}
 

@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
+from enipin_core.pool import Eni
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
 from enipin_core.verification import delivery_seconds, send_check
@@ -19,13 +20,13 @@ def send(ssm: Any, state: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
     previous = state.get("verification") or {}
     remediate = bool(previous.get("needsRemediation"))
-    eni = state["eni"]
+    eni = Eni.from_dict(state["eni"])
     command_id = send_check(
         ssm,
         state["instanceId"],
         settings.verify_document,
-        eni["mac"],
-        eni["private_ip"],
+        eni.mac,
+        eni.private_ip,
         remediate,
         delivery_seconds(settings.verify_wait_seconds),
     )

@@ -7,7 +7,7 @@ launches rarely collide, and a lost race simply moves on to the next candidate.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,6 +20,7 @@ from enipin_core.errors import (
     InstanceNotFound,
     InstanceTerminating,
 )
+from enipin_core.runstate import field_values, state_dict
 
 ENI_GONE = "InvalidNetworkInterfaceID.NotFound"  # deleted since it was listed
 LEAVING = frozenset({"shutting-down", "terminated"})  # instance states that never take an ENI
@@ -61,7 +62,12 @@ class Eni:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As the run state carries it (``$.eni``, ``$.candidates``, ``$.enis``): camelCase."""
+        return state_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Eni:
+        return cls(**field_values(data))
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,12 @@ class Instance:
     group_name: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As ``$.instance`` carries it: camelCase."""
+        return state_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Instance:
+        return cls(**field_values(data))
 
 
 def describe_instance(ec2: Any, instance_id: str) -> Instance:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from enipin_core.runstate import field_values, state_dict
 from enipin_core.waiting import HEARTBEAT_AT
 
 # Step Functions ends a Standard execution outright at 25,000 history events; keep a fifth spare.
@@ -117,11 +118,12 @@ class Settings:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As ``$.settings`` carries it (camelCase)."""
+        return state_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
-        return cls(**data)
+        return cls(**field_values(data))
 
 
 def managed_groups() -> frozenset[str]:

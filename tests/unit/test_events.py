@@ -22,9 +22,9 @@ def test_notification_metadata_overrides_the_groups_settings() -> None:
         load_event("launch-lifecycle-action", NotificationMetadata=metadata), BASE, GROUPS
     )
     assert decision["action"] == "PIN"
-    assert decision["settings"]["pool_tag_value"] == "license-a"
-    assert decision["settings"]["device_index"] == 2
-    assert decision["settings"]["pool_wait_seconds"] == 30
+    assert decision["settings"]["poolTagValue"] == "license-a"
+    assert decision["settings"]["deviceIndex"] == 2
+    assert decision["settings"]["poolWaitSeconds"] == 30
 
 
 @pytest.mark.parametrize(

@@ -210,7 +210,7 @@ def test_a_run_giving_up_an_action_another_run_completed_leaves_the_in_service_e
         "lifecycle": {"transition": LAUNCHING},
         "eni": {
             "id": eni["NetworkInterfaceId"],
-            "attachment_id": eni["Attachment"]["AttachmentId"],
+            "attachmentId": eni["Attachment"]["AttachmentId"],
         },
         "attachedHere": False,
     }
