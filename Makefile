@@ -18,12 +18,13 @@ RUNTIME_BIN := build/runtime-bin
 # mermaid's own parser (under Node) for the README's diagrams: tests/infra/test_pictures.py
 NODE_STAMP := tests/infra/node_modules/.installed
 
-.PHONY: demo test lint typecheck checkov sam deploy pictures install clean
+.PHONY: demo test unit lint typecheck checkov sam deploy pictures install clean
 
-$(STAMP): pyproject.toml
+# The CLI (with the core it ships) and, beside it, the lab with the test tools (lab/pyproject.toml).
+$(STAMP): pyproject.toml lab/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e . -e './lab[dev]'
 	touch $(STAMP)
 
 $(TOOLS_STAMP): infra/checkov-requirements.txt
@@ -64,14 +65,14 @@ lint: $(STAMP)
 	$(BIN)/cfn-lint infra/template.yaml
 
 typecheck: $(STAMP)
-	$(BIN)/mypy enipin tasks
+	$(BIN)/mypy enipin tasks lab/enipin_lab
 
 # Zero failed checks, on the template as written and as transformed; every skip is in the
 # template, next to the resource, with its reason. On the template as written checkov warns
 # that it cannot apply SAM's Globals (Fn::ForEach is among the resources): the transformed
 # file has them applied.
 checkov: $(STAMP) $(TOOLS_STAMP)
-	$(BIN)/python -m enipin.sandbox.sam infra/template.yaml GroupName=web-a,web-b -o $(SAM_TEMPLATE)
+	$(BIN)/python -m enipin_lab.sandbox.sam infra/template.yaml GroupName=web-a,web-b -o $(SAM_TEMPLATE)
 	$(TOOLS)/bin/checkov --config-file .checkov.yaml --file infra/template.yaml --file $(SAM_TEMPLATE)
 
 # The real SAM CLI on the README's own commands: tests/infra/test_sam_build.py runs them in a
@@ -86,6 +87,10 @@ deploy: $(STAMP) $(SAM_STAMP) $(RUNTIME_BIN)/python3.12
 	$(BIN)/python infra/show_parameters.py infra/template.yaml
 	PATH=$(abspath $(RUNTIME_BIN)):$(abspath $(SAM_VENV)/bin):$$PATH sam build
 	PATH=$(abspath $(SAM_VENV)/bin):$$PATH sam deploy --guided
+
+# The fast loop: unit tests and the ASL checks, no sandbox scenario (a few seconds).
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit tests/infra/test_asl_retry_catch.py
 
 test: lint typecheck checkov $(SAM_STAMP) $(RUNTIME_BIN)/python3.12 $(NODE_STAMP)
 	ENIPIN_SAM=$(abspath $(SAM_VENV)/bin/sam) ENIPIN_RUNTIME_BIN=$(abspath $(RUNTIME_BIN)) $(BIN)/pytest -q

@@ -24,7 +24,8 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from enipin.console import OperatorError
+from enipin.errors import OperatorError
+from enipin_core.names import KINDS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -67,11 +68,8 @@ class Deployment:
         return self.output("PoolTagKey"), self.output("PoolTagValue")
 
     def state_machines(self) -> dict[str, str]:
-        """Transition name -> state machine ARN."""
-        return {
-            "launch": self.output("LaunchStateMachineArn"),
-            "terminate": self.output("TerminateStateMachineArn"),
-        }
+        """Short transition name (launch, terminate) -> its workflow's ARN, from the outputs."""
+        return {kind: self.output(f"{kind.title()}StateMachineArn") for kind in KINDS.values()}
 
 
 def session(profile: str | None, region: str | None) -> boto3.session.Session:
@@ -135,25 +133,3 @@ def with_aws_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
 
     return wrapper
-
-
-@dataclass
-class Target:
-    """What the global options name; connected on first use, so ``--help`` needs no AWS."""
-
-    profile: str | None
-    region: str | None
-    stack: str
-    _deployment: Deployment | None = None
-
-    def deployment(self) -> Deployment:
-        if self._deployment is None:
-            self._deployment = connect(self.profile, self.region, self.stack)
-        return self._deployment
-
-
-def current() -> Deployment:
-    """The deployment the running ``enipin`` command's global options name."""
-    import click  # only the CLI has a current context
-
-    return click.get_current_context().find_object(Target).deployment()  # type: ignore[union-attr]

@@ -7,17 +7,17 @@ where the instance and its lifecycle action stand now.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
-from enipin.console import OperatorError, table
 from enipin.deployment import Deployment
+from enipin.errors import OperatorError
+from enipin_core.lifecycle import is_waiting
+from enipin_core.names import TRANSITIONS, instance_in_name
 
-_INSTANCE_IN_NAME = re.compile(r"^(i-[0-9a-f]{8,17})-")
 FINAL_FAILURES = ("FAILED", "ABORTED", "TIMED_OUT")
 STATUSES = ("RUNNING", "SUCCEEDED", *FINAL_FAILURES, "PENDING_REDRIVE")
 
@@ -88,8 +88,8 @@ def _listed(
 
 
 def _summary(sfn: Any, transition: str, item: dict[str, Any]) -> Execution:
-    match = _INSTANCE_IN_NAME.match(item["name"])
-    if match and item["status"] not in FINAL_FAILURES:
+    named = instance_in_name(item["name"])
+    if named and item["status"] not in FINAL_FAILURES:
         return Execution(
             arn=item["executionArn"],
             name=item["name"],
@@ -97,7 +97,7 @@ def _summary(sfn: Any, transition: str, item: dict[str, Any]) -> Execution:
             status=item["status"],
             start=item["startDate"],
             stop=item.get("stopDate"),
-            instance=match.group(1),
+            instance=named,
         )
     return describe(sfn, item["executionArn"], transition)
 
@@ -253,9 +253,9 @@ class Standing:
     lifecycle_state: str | None
     pool_enis: list[dict[str, str]]
 
-    def action_pending(self, transition: str) -> bool:
-        prefix = "Pending" if transition == "launch" else "Terminating"
-        return self.lifecycle_state == f"{prefix}:Wait"
+    def action_pending(self, kind: str) -> bool:
+        """May an action of the ``kind`` (launch, terminate) workflow still hold the instance?"""
+        return is_waiting(self.lifecycle_state, TRANSITIONS[kind])
 
     @property
     def gone(self) -> bool:
@@ -294,56 +294,3 @@ def standing(dep: Deployment, instance_id: str) -> Standing:
         lifecycle_state=membership["LifecycleState"] if membership else None,
         pool_enis=[{"eni": e["NetworkInterfaceId"], "mac": e["MacAddress"]} for e in enis],
     )
-
-
-# -- for people ----------------------------------------------------------------------------
-
-LIST_COLUMNS = ("name", "instance", "transition", "status", "failed_state", "error", "start")
-
-
-def render_show(execution: Execution, steps: list[Step], now: Standing | None) -> str:
-    lines = [
-        f"execution  {execution.name}",
-        f"workflow   {execution.transition}",
-        f"status     {execution.status}"
-        + (f" (redriven {execution.redrive_count}x)" if execution.redrive_count else ""),
-        f"started    {execution.start:%Y-%m-%d %H:%M:%S}",
-        "",
-        table(_compact(steps), ("state", "type", "times", "seconds", "outcome")),
-    ]
-    if execution.error or execution.failed_state:
-        lines += [
-            "",
-            f"failed in  {execution.failed_state or '-'}",
-            f"error      {execution.error or '-'}",
-            f"cause      {execution.cause or '-'}",
-        ]
-    if now is not None:
-        enis = ", ".join(f"{e['eni']} ({e['mac']})" for e in now.pool_enis) or "none"
-        pending = now.action_pending(execution.transition)
-        lines += [
-            "",
-            f"now        instance {now.instance} is {now.ec2_state or 'unknown to EC2'}, "
-            f"{now.lifecycle_state or 'not in any group'}",
-            f"           pool ENI: {enis}",
-            f"           {execution.transition} action: {'pending' if pending else 'not pending'}",
-        ]
-    return "\n".join(lines)
-
-
-def _compact(steps: list[Step]) -> list[dict[str, Any]]:
-    """One row per state in order of first entry: wait loops read as a count of times with their
-    total seconds, and the outcome of the last time through."""
-    rows: dict[str, dict[str, Any]] = {}
-    for step in steps:
-        row = rows.setdefault(
-            step.state, {"state": step.state, "type": step.kind, "times": 0, "total": None}
-        )
-        row["times"] += 1
-        if step.seconds is not None:
-            row["total"] = (row["total"] or 0.0) + step.seconds
-        row["outcome"] = step.outcome
-    for row in rows.values():
-        total = row.pop("total")
-        row["seconds"] = f"{total:.1f}" if total is not None else None
-    return list(rows.values())

@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from enipin.console import OperatorError
 from enipin.deployment import Deployment
-from enipin.executions import Execution, Standing, list_executions, standing
+from enipin.errors import OperatorError
+from enipin.executions import (
+    FINAL_FAILURES,
+    Execution,
+    Standing,
+    list_executions,
+    standing,
+)
+from enipin_core.names import replay_prefix
 
 REDRIVE = "redrive"
 REPLAY = "replay"
@@ -119,8 +126,8 @@ def replay_name(execution: Execution, taken: set[str]) -> str:
     """``<instance>-<transition>-<token>-r<n>``: deterministic per lifecycle action and
     attempt, so concurrent replays of one action collide instead of both running."""
     detail = execution.input.get("detail") or {}
-    token = str(detail.get("LifecycleActionToken", ""))[:36]
-    prefix = f"{execution.instance}-{execution.transition}-{token}-r"
+    token = str(detail.get("LifecycleActionToken", ""))
+    prefix = replay_prefix(str(execution.instance), execution.transition, token)
     attempt = 1 + sum(1 for name in taken if name.startswith(prefix))
     return f"{prefix}{attempt}"
 
@@ -152,3 +159,10 @@ def _fail_states_of(definition: str) -> frozenset[str]:
 def _fail_states(sfn: Any, machine: str) -> frozenset[str]:
     """Redriving a run that ended in a Fail state only re-enters that Fail state."""
     return _fail_states_of(sfn.describe_state_machine(stateMachineArn=machine)["definition"])
+
+
+def failed_runs(dep: Deployment, since: timedelta | None) -> list[Execution]:
+    """Every run that ended FAILED, ABORTED or TIMED_OUT and has not been replayed since."""
+    everything = list_executions(dep, None, since)
+    failures = [e for e in everything if e.status in FINAL_FAILURES]
+    return still_relevant(failures, everything)

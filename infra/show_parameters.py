@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from enipin.sandbox.template import load
+from enipin_lab.sandbox.template import load
 
 
 def describe(name: str, spec: dict[str, object]) -> str:

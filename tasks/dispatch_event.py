@@ -10,7 +10,6 @@ events that are not lifecycle actions of a managed group start nothing.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,15 +17,12 @@ from botocore.exceptions import ClientError
 
 from enipin_core.aws import client, error_code
 from enipin_core.errors import InvalidLifecycleEvent
-from enipin_core.events import KINDS, LifecycleAction, is_test_notification
+from enipin_core.events import LifecycleAction, is_test_notification
+from enipin_core.names import state_machines_from_env
 from enipin_core.settings import managed_groups
 from enipin_core.telemetry import count, logger, metrics, tracer
 
 GROUPS = managed_groups()
-
-
-def state_machines() -> dict[str, str]:
-    return {KINDS[t]: os.environ[f"{KINDS[t].upper()}_STATE_MACHINE_ARN"] for t in KINDS}
 
 
 def dispatch(
@@ -46,7 +42,7 @@ def dispatch(
     logger.append_keys(instanceId=action.instance_id)
     try:
         arn = sfn.start_execution(
-            stateMachineArn=machines[action.kind], name=name, input=json.dumps(event)
+            stateMachineArn=machines[action.transition], name=name, input=json.dumps(event)
         )["executionArn"]
     except ClientError as exc:
         if error_code(exc) != "ExecutionAlreadyExists":
@@ -67,4 +63,4 @@ def _skipped(reason: str, name: str | None = None) -> dict[str, Any]:
 @tracer.capture_lambda_handler(capture_response=False)
 @logger.inject_lambda_context(clear_state=True)  # no instance id carried into the next event
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dispatch(client("stepfunctions"), event, state_machines(), GROUPS)
+    return dispatch(client("stepfunctions"), event, state_machines_from_env(), GROUPS)

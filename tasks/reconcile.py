@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -20,8 +19,15 @@ from botocore.exceptions import ClientError
 
 from enipin_core.aws import chunked, client, error_code, named_aws_errors
 from enipin_core.errors import EnipinError, InvalidLifecycleEvent
-from enipin_core.events import KINDS, LAUNCHING, TERMINATING, parse_metadata
+from enipin_core.events import parse_metadata
 from enipin_core.lifecycle import holding_hook
+from enipin_core.names import (
+    LAUNCHING,
+    TERMINATING,
+    instance_in_name,
+    repair_name,
+    state_machines_from_env,
+)
 from enipin_core.pool import detach_if_still_on, pool_enis
 from enipin_core.poolmetrics import count_pool, group_azs, publish
 from enipin_core.reconcile import RELEASE, RESUME, Member, Repair, Snapshot, plan
@@ -31,11 +37,6 @@ from enipin_core.waiting import parse_time
 
 SETTINGS = Settings.from_env()
 GROUPS = managed_groups()
-_INSTANCE_IN_NAME = re.compile(r"^(i-[0-9a-f]{8,17})-")
-
-
-def state_machines() -> dict[str, str]:
-    return {t: os.environ[f"{KINDS[t].upper()}_STATE_MACHINE_ARN"] for t in KINDS}
 
 
 def hooks() -> dict[str, str]:
@@ -114,9 +115,9 @@ def busy_instances(sfn: Any, machines: dict[str, str]) -> set[tuple[str, str]]:
 
 
 def _instance_of(sfn: Any, execution: dict[str, Any]) -> str:
-    match = _INSTANCE_IN_NAME.match(execution["name"])
-    if match:
-        return match.group(1)
+    named = instance_in_name(execution["name"])
+    if named:
+        return named
     # a run started by hand under another name: its input says which instance
     data = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
     detail = data.get("detail") or data.get("repair") or {}
@@ -193,7 +194,7 @@ def snapshot(
         members=group_members,
         pool=pool,
         ec2_states={i: v["state"] for i, v in view.items()},
-        busy=busy_instances(sfn, state_machines()),
+        busy=busy_instances(sfn, state_machines_from_env()),
         device_index=settings.device_index,
         device_indexes=_device_indexes(metadata, settings.device_index),
         hook_metadata=metadata,
@@ -249,10 +250,10 @@ def carry_out(
     request |= {"destination": repair.destination} if repair.destination else {}
     # One name per instance, transition and round: a round retried by Lambda starts one run,
     # and a later round sees that run as running and leaves the instance to it.
-    name = f"{repair.instance_id}-{KINDS[transition]}-repair-{now:%Y%m%dT%H%M%S}"
+    name = repair_name(repair.instance_id, transition, now)
     try:
         sfn.start_execution(
-            stateMachineArn=state_machines()[transition],
+            stateMachineArn=state_machines_from_env()[transition],
             name=name,
             input=json.dumps({"repair": request}),
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 EVENTS = Path(__file__).parent / "events"
 # Unit tests import Task modules the way the Lambda runtime does: from the CodeUri, tasks/.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -12,16 +11,12 @@ from typing import Any
 import jsonschema
 
 from enipin_core.errors import InvalidLifecycleEvent
+from enipin_core.names import KINDS, TEST_NOTIFICATION, execution_name
+
+# Transitions live in names.py; re-exported for the modules that read them with the event.
+from enipin_core.names import LAUNCHING as LAUNCHING
+from enipin_core.names import TERMINATING as TERMINATING
 from enipin_core.settings import Settings
-
-LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
-TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
-TEST_NOTIFICATION = "autoscaling:TEST_NOTIFICATION"
-
-# Short transition names used in execution names and by the operator CLI.
-KINDS = {LAUNCHING: "launch", TERMINATING: "terminate"}
-EXECUTION_NAME_LIMIT = 80  # Step Functions' limit
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 # NotificationMetadata keys -> Settings fields
 _OVERRIDES = {
@@ -120,8 +115,7 @@ class LifecycleAction:
     def execution_name(self) -> str:
         """Deterministic: a duplicated event maps to the same execution, and the console lists
         an instance's runs under its id."""
-        token = _NAME_UNSAFE.sub("", self.token or "")
-        return f"{self.instance_id}-{self.kind}-{token}"[:EXECUTION_NAME_LIMIT]
+        return execution_name(self.instance_id, self.transition, self.token)
 
     @property
     def has_action(self) -> bool:

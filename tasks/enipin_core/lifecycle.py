@@ -8,7 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from enipin_core.aws import error_code, error_message
-from enipin_core.events import LAUNCHING, TERMINATING
+from enipin_core.names import LAUNCHING, TERMINATING
 
 COMPLETED = "COMPLETED"
 ALREADY_FINISHED = "ALREADY_FINISHED"

@@ -33,6 +33,23 @@ AMBIGUOUS_CODE = "InvalidParameterValue"
 
 
 @dataclass(frozen=True)
+class AzCount:
+    """A pool's ENIs in one AZ, and how many a launch could take (anything not ``available``,
+    whether in-use, attaching or detaching, cannot be)."""
+
+    az: str
+    total: int
+    free: int
+
+    @property
+    def in_use(self) -> int:
+        return self.total - self.free
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"in_use": self.in_use}
+
+
+@dataclass(frozen=True)
 class Eni:
     id: str
     mac: str

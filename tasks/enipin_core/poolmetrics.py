@@ -5,27 +5,12 @@ launches while the others look healthy."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from enipin_core.pool import Eni
+from enipin_core.pool import AzCount, Eni
 from enipin_core.telemetry import metrics
-
-
-@dataclass(frozen=True)
-class AzCount:
-    az: str
-    total: int
-    free: int
-
-    @property
-    def in_use(self) -> int:
-        return self.total - self.free
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"in_use": self.in_use}
 
 
 def group_azs(autoscaling: Any, groups: frozenset[str]) -> set[str]:

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from enipin_core.events import LAUNCHING
 from enipin_core.lifecycle import WAITS, transitions_holding
+from enipin_core.names import LAUNCHING
 from enipin_core.pool import Eni
 
 PIN = "PIN"  # start the launch workflow for an in-service instance (no action to complete)

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import wait_until
 
-from enipin.bench import CLASSIC_CALLER, boot_script, run_boot_scripts, wait_running
 from enipin.cli import main
-from enipin.sandbox import Sandbox
+from enipin_lab.bench import CLASSIC_CALLER, boot_script, run_boot_scripts, wait_running
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 N, AZS = 6, 2

@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import finish, in_service, load_event, pool_enis_on, start
 
-from enipin import chaos
-from enipin.chaos import (
+from enipin.cli import main
+from enipin_lab import chaos
+from enipin_lab.chaos import (
     FAULTS,
     INVARIANTS,
     MAX_DESIRED,
@@ -23,8 +24,7 @@ from enipin.chaos import (
     plan,
     shape_of,
 )
-from enipin.cli import main
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"

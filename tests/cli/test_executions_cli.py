@@ -23,7 +23,7 @@ from conftest import (
 )
 
 from enipin.cli import main
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 GOLDEN = Path(__file__).parent / "golden"

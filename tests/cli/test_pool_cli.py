@@ -12,8 +12,8 @@ from click.testing import CliRunner, Result
 from conftest import group_instances, wait_until
 
 from enipin.cli import main
-from enipin.pool_admin import Group, PoolEni, check_capacity
-from enipin.sandbox import Sandbox
+from enipin.pool import Group, PoolEni, check_capacity
+from enipin_lab.sandbox import Sandbox
 
 REGION = "us-east-1"
 POOL_FILTER = [{"Name": "tag:Type", "Values": ["Dedicated-ENI"]}]

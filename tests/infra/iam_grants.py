@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from enipin.sandbox.deploy import Stack
+from enipin_lab.sandbox.deploy import Stack
 
 # The AWS-managed policies a role may carry, with their content: SAM attaches this one to a
 # state machine's role for X-Ray tracing.

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from conftest import wait_until
 
 from enipin.cli import main
-from enipin.sandbox import Sandbox
-from enipin.sandbox.ledger import calls_made_by
+from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox.ledger import calls_made_by
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "docs" / "aws-contract.md"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from enipin.sandbox import Sandbox
-from enipin.sandbox.template import TemplateError, check_rules, load, parameter_values
 from enipin_core.verification import SCRIPT_SECONDS, delivery_seconds
+from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox.template import TemplateError, check_rules, load, parameter_values
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
@@ -140,3 +140,34 @@ def test_the_operator_cli_installs_with_the_readmes_line(tmp_path: Path) -> None
     )
     assert answer.returncode == 0, answer.stderr
     assert "--status" in answer.stdout
+    # and it is the CLI alone: boto3, click and the core, no lab (no moto, no demo, no bench)
+    venv = home / ".enipin"
+    listed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = {p["name"].lower() for p in json.loads(listed)} - {"pip", "setuptools"}
+    assert installed == LEAN, installed - LEAN
+    commands = subprocess.run(
+        [str(venv / "bin" / "enipin"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "executions" in commands and "demo" not in commands and "chaos" not in commands
+    size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file())
+    assert size < CLI_VENV_BUDGET, f"{size / 1e6:.0f} MB"
+
+
+# What `pip install .` brings: the CLI's two dependencies and theirs (README: "Deploy").
+LEAN = {
+    "enipin",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "python-dateutil",
+    "six",
+    "urllib3",
+    "click",
+}
+CLI_VENV_BUDGET = 70_000_000  # bytes; 56 MB measured (README, "Deploy")

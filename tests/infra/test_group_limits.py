@@ -31,9 +31,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from enipin.sandbox.base import REGION
-from enipin.sandbox.sam import resolve, transform
-from enipin.sandbox.template import load
+from enipin_lab.sandbox.base import REGION
+from enipin_lab.sandbox.sam import resolve, transform
+from enipin_lab.sandbox.template import load
 
 TEMPLATE = Path(__file__).parents[2] / "infra" / "template.yaml"
 

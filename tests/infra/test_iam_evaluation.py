@@ -44,11 +44,11 @@ from iam_eval import (
 )
 from iam_grants import Grant, document_of, statements
 
-from enipin.sandbox import TEMPLATE, Sandbox
-from enipin.sandbox.base import ACCOUNT_ID, REGION
-from enipin.sandbox.deploy import Stack
-from enipin.sandbox.ledger import Call
-from enipin.sandbox.sam import resolve, transform
+from enipin_lab.sandbox import TEMPLATE, Sandbox
+from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
+from enipin_lab.sandbox.deploy import Stack
+from enipin_lab.sandbox.ledger import Call
+from enipin_lab.sandbox.sam import resolve, transform
 
 Resources = dict[str, Any]
 AUTH = Authorization()

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from conftest import finish, pool_enis_on, wait_until
 
-from enipin.sandbox import TEMPLATE, Sandbox
-from enipin.sandbox.template import TemplateError, expand_for_each
+from enipin_lab.sandbox import TEMPLATE, Sandbox
+from enipin_lab.sandbox.template import TemplateError, expand_for_each
 
 Factory = Callable[..., Sandbox]
 SECOND = "enipin-second"

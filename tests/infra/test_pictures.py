@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from enipin.sandbox.template import load
+from enipin_lab.sandbox.template import load
 
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"

@@ -26,7 +26,7 @@ import boto3
 import pytest
 import yaml
 
-from enipin.sandbox.deploy import pinned_requirements
+from enipin_lab.sandbox.deploy import pinned_requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -291,9 +291,13 @@ def _value(value: Any, defaults: dict[str, str]) -> str:
 def _project_pins() -> dict[str, str]:
     import tomllib
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = [
+        line
+        for pyproject in (ROOT / "pyproject.toml", ROOT / "lab" / "pyproject.toml")
+        for line in tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    ]
     pins = {}
-    for line in project["dependencies"]:
+    for line in lines:
         if "==" in line:
             name, version = line.split("==", 1)
             pins[re.sub(r"[-_.]+", "-", name.split("[", 1)[0].strip().lower())] = version

@@ -27,10 +27,10 @@ import cfnlint.data.AdditionalSpecs
 import pytest
 from iam_grants import Grant, document_of, grants, listed, roles
 
-from enipin.sandbox.base import ACCOUNT_ID, REGION
-from enipin.sandbox.deploy import Stack
-from enipin.sandbox.sam import resolve, transform
-from enipin.sandbox.template import load
+from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
+from enipin_lab.sandbox.deploy import Stack
+from enipin_lab.sandbox.sam import resolve, transform
+from enipin_lab.sandbox.template import load
 
 TEMPLATE = Path(__file__).parents[2] / "infra" / "template.yaml"
 GROUPS = ("web-a", "web-b")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from enipin.sandbox.deploy import Stack
-from enipin.sandbox.sam import resolve, transform
+from enipin_lab.sandbox.deploy import Stack
+from enipin_lab.sandbox.sam import resolve, transform
 
 ROOT = Path(__file__).parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"

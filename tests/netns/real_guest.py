@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pytest
 
-from enipin.sandbox.netns import (
+from enipin_lab.sandbox.netns import (
     DhcpClient,
     Fabric,
     Image,
@@ -26,7 +26,7 @@ from enipin.sandbox.netns import (
     template_document,
     unavailable_reason,
 )
-from enipin.sandbox.ssm import agent_delivery
+from enipin_lab.sandbox.ssm import agent_delivery
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
 DOCUMENT = template_document(TEMPLATE)

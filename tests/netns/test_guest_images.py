@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from real_guest import PREFIX_LEN, fabric_or_skip
 
-from enipin.sandbox.guest import IMAGES, UBUNTU_2404
-from enipin.sandbox.netns import Image, Link, Namespace, ScriptRun, Toolbox
+from enipin_lab.sandbox.guest import IMAGES, UBUNTU_2404
+from enipin_lab.sandbox.netns import Image, Link, Namespace, ScriptRun, Toolbox
 
 pytestmark = pytest.mark.netns
 

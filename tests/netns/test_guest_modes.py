@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from enipin.sandbox import guest
-from enipin.sandbox.clock import FAST_SCALE, Clock
-from enipin.sandbox.guest import GuestFleet
-from enipin.sandbox.netns import NetnsUnavailable, document_script, unavailable_reason
+from enipin_lab.sandbox import guest
+from enipin_lab.sandbox.clock import FAST_SCALE, Clock
+from enipin_lab.sandbox.guest import GuestFleet
+from enipin_lab.sandbox.netns import NetnsUnavailable, document_script, unavailable_reason
 
 
 @pytest.fixture

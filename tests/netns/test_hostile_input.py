@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from real_guest import DOCUMENT, RealGuest, Shell, fabric_or_skip
 
-from enipin.sandbox.netns import Toolbox
+from enipin_lab.sandbox.netns import Toolbox
 
 pytestmark = pytest.mark.netns
 

@@ -21,8 +21,8 @@ from conftest import (
 )
 from real_guest import skip_without_namespaces
 
-from enipin.sandbox import Sandbox
-from enipin.sandbox.netns import template_script
+from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox.netns import template_script
 
 pytestmark = pytest.mark.netns
 Factory = Callable[..., Sandbox]

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from real_guest import RealGuest, Shell, fabric_or_skip
 
-from enipin.sandbox.guest import IMAGES, UBUNTU_2404
-from enipin.sandbox.netns import DhcpClient, Image, Toolbox
-from enipin.sandbox.ssm import DEFAULT_AGENT_VERSION, ENV_VAR_SINCE
+from enipin_lab.sandbox.guest import IMAGES, UBUNTU_2404
+from enipin_lab.sandbox.netns import DhcpClient, Image, Toolbox
+from enipin_lab.sandbox.ssm import DEFAULT_AGENT_VERSION, ENV_VAR_SINCE
 
 pytestmark = pytest.mark.netns
 

@@ -15,10 +15,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from enipin.sandbox import ec2 as ec2_fidelity
-from enipin.sandbox.base import REGION
-from enipin.sandbox.clock import FAST_SCALE, Clock
-from enipin.sandbox.ec2 import Ec2Fidelity
+from enipin_lab.sandbox import ec2 as ec2_fidelity
+from enipin_lab.sandbox.base import REGION
+from enipin_lab.sandbox.clock import FAST_SCALE, Clock
+from enipin_lab.sandbox.ec2 import Ec2Fidelity
 
 RACERS = 8
 # How long (real seconds) a racer that passed the checks waits for the others to pass them too.

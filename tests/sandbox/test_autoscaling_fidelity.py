@@ -17,9 +17,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from enipin.sandbox.autoscaling import LAUNCHING, TERMINATING, AutoScalingFidelity
-from enipin.sandbox.base import ACCOUNT_ID, REGION
-from enipin.sandbox.clock import FAST_SCALE, Clock
+from enipin_lab.sandbox.autoscaling import LAUNCHING, TERMINATING, AutoScalingFidelity
+from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
+from enipin_lab.sandbox.clock import FAST_SCALE, Clock
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 T = TypeVar("T")

@@ -18,9 +18,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from enipin.sandbox.base import REGION
-from enipin.sandbox.clock import FAST_SCALE, Clock
-from enipin.sandbox.ec2 import Ec2Fidelity
+from enipin_lab.sandbox.base import REGION
+from enipin_lab.sandbox.clock import FAST_SCALE, Clock
+from enipin_lab.sandbox.ec2 import Ec2Fidelity
 
 POOL_TAG = {"Key": "Type", "Value": "Dedicated-ENI"}
 # One botocore session for the file: it caches the EC2 model, so each test's

@@ -18,9 +18,9 @@ from aws_lambda_powertools.metrics import MetricUnit, SchemaValidationError
 from botocore.config import Config
 from conftest import path_of, wait_until
 
-from enipin.sandbox import Sandbox
-from enipin.sandbox.eventbridge import rate_seconds
-from enipin.sandbox.template import TemplateError
+from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox.eventbridge import rate_seconds
+from enipin_lab.sandbox.template import TemplateError
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "mini"
 ROOT = Path(__file__).parents[2]

@@ -17,10 +17,10 @@ from moto import mock_aws
 from moto.ssm.models import SimpleSystemManagerBackend
 from moto.ssm.responses import SimpleSystemManagerResponse
 
-from enipin.sandbox.base import ACCOUNT_ID, REGION
-from enipin.sandbox.clock import FAST_SCALE, Clock
-from enipin.sandbox.guest import Flavour, GuestFleet
-from enipin.sandbox.ssm import (
+from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
+from enipin_lab.sandbox.clock import FAST_SCALE, Clock
+from enipin_lab.sandbox.guest import Flavour, GuestFleet
+from enipin_lab.sandbox.ssm import (
     DEFAULT_AGENT_VERSION,
     ENV_VAR_SINCE,
     SsmFidelity,

@@ -21,8 +21,8 @@ from conftest import describe, finish, path_of, wait_until
 from moto.stepfunctions.models import StateMachine
 from moto.stepfunctions.responses import get_backend
 
-from enipin.sandbox import Sandbox
-from enipin.sandbox.base import ACCOUNT_ID, REGION
+from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
 
 TEMPLATE = Path(__file__).parent.parent / "fixtures" / "redrive" / "template.yaml"
 PREPARE = "enipin-PrepareFunction"
@@ -307,7 +307,7 @@ def test_a_definition_is_parsed_once_and_each_execution_gets_its_own_components(
         ASLParserException,
     )
 
-    from enipin.sandbox.engine import AslParseCache
+    from enipin_lab.sandbox.engine import AslParseCache
 
     definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
     with ExitStack() as stack:

@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 from conftest import load_event
 
-from enipin.sandbox import TEMPLATE
-from enipin.sandbox.template import load as load_template
 from enipin_core.aws import FILTER_VALUES_LIMIT, FUNCTION_TIMEOUT, SDK_CONFIG, chunked
 from enipin_core.errors import SettingsOutOfBounds
 from enipin_core.settings import HISTORY_BUDGET, HISTORY_LIMIT, Settings
+from enipin_lab.sandbox import TEMPLATE
+from enipin_lab.sandbox.template import load as load_template
 
 DEFAULTS = Settings.from_env()
 
@@ -71,7 +71,7 @@ def test_validation_rejects_metadata_overrides_past_the_bounds() -> None:
 
 
 def test_enipin_reconcile_waits_out_the_reconcilers_timeout_and_never_retries_the_invoke() -> None:
-    from enipin.reconcile_cli import INVOKE_CONFIG, RECONCILER_TIMEOUT
+    from enipin.reconcile import INVOKE_CONFIG, RECONCILER_TIMEOUT
 
     template = load_template(TEMPLATE)
     timeout = template["Resources"]["ReconcilerFunction"]["Properties"]["Timeout"]

@@ -27,8 +27,8 @@ from conftest import (
     wait_until,
 )
 
-from enipin.sandbox import Sandbox
 from enipin_core.settings import Settings
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"

@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 from enipin.cli import main
-from enipin.sandbox.netns import unavailable_reason
+from enipin_lab.sandbox.netns import unavailable_reason
 
 # The demo's guests are real network namespaces wherever the machine allows them (CI does).
 EXPECTED_MODE = "netns" if unavailable_reason() is None else "model"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import load_event
 
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 DISPATCHER = "enipin-DispatchEventFunction"

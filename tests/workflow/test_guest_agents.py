@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from conftest import assert_pinned, executions_for, in_service, path_of
 
-from enipin.sandbox import Sandbox
-from enipin.sandbox.netns import unavailable_reason
-from enipin.sandbox.ssm import DEFAULT_AGENT_VERSION
+from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox.netns import unavailable_reason
+from enipin_lab.sandbox.ssm import DEFAULT_AGENT_VERSION
 
 Factory = Callable[..., Sandbox]
 OLD_AGENT = "3.2.582.0"

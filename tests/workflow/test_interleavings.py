@@ -21,7 +21,7 @@ from conftest import (
 from test_reconcile import reconcile
 from test_warm_pool import warm_instances
 
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"

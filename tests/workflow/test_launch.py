@@ -28,7 +28,7 @@ from conftest import (
     wait_until,
 )
 
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 

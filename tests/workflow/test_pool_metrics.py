@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 FUNCTION = "enipin-PublishPoolMetricsFunction"

@@ -19,7 +19,7 @@ from conftest import (
 )
 
 from enipin.cli import main
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"

@@ -25,7 +25,7 @@ from conftest import (
     wait_until,
 )
 
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 STATE_MACHINES = Path(__file__).parents[2] / "state_machines"

@@ -22,8 +22,8 @@ from conftest import (
     wait_until,
 )
 
-from enipin.sandbox import Sandbox
 from enipin_core.errors import ALL_ERRORS
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 TERMINATE = "TerminateStateMachine"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import assert_no_eni_doubled, in_service, path_of, pool_enis_on
 
-from enipin.sandbox import Sandbox
+from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
 

@@ -65,7 +65,7 @@ from moto.ec2.models.instances import Instance
 from moto.events.models import events_backends
 from moto.events.utils import EventTemplateParser
 
-from enipin.sandbox.clock import Clock
+from enipin_lab.sandbox.clock import Clock
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"

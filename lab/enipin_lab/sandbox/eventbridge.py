@@ -24,8 +24,8 @@ from moto.events.models import Rule
 from moto.stepfunctions.responses import get_backend as sfn_backend
 from moto.utilities.arns import parse_arn
 
-from enipin.sandbox.base import ACCOUNT_ID, REGION
-from enipin.sandbox.clock import Clock
+from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
+from enipin_lab.sandbox.clock import Clock
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}

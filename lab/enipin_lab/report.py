@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from enipin_core.pool import Eni, pool_enis
+
 
 @dataclass(frozen=True)
 class PinReport:
@@ -21,13 +23,6 @@ class PinReport:
         return shown | ({"guest_mode": self.guest_mode} if self.guest_mode else {})
 
 
-def pool_enis(ec2: Any, tag_key: str, tag_value: str) -> list[dict[str, Any]]:
-    pages = ec2.get_paginator("describe_network_interfaces").paginate(
-        Filters=[{"Name": f"tag:{tag_key}", "Values": [tag_value]}]
-    )
-    return [eni for page in pages for eni in page["NetworkInterfaces"]]
-
-
 def group_report(
     ec2: Any,
     autoscaling: Any,
@@ -39,11 +34,10 @@ def group_report(
 ) -> PinReport:
     """One row per instance the group launched, and counts read back from AWS state."""
     enis = pool_enis(ec2, tag_key, tag_value)
-    by_instance: dict[str, list[dict[str, Any]]] = {}
+    by_instance: dict[str, list[Eni]] = {}
     for eni in enis:
-        att = eni.get("Attachment") or {}
-        if att.get("InstanceId"):
-            by_instance.setdefault(att["InstanceId"], []).append(eni)
+        if eni.instance_id:
+            by_instance.setdefault(eni.instance_id, []).append(eni)
     outcomes = _execution_outcomes(sfn, state_machine_arn)
     pages = autoscaling.get_paginator("describe_auto_scaling_instances").paginate()
     in_group = {
@@ -63,8 +57,8 @@ def group_report(
                 "az": instance["Placement"]["AvailabilityZone"],
                 "state": instance["State"]["Name"],
                 "lifecycle_state": in_group.get(iid, {}).get("LifecycleState", "-"),
-                "eni": pinned[0]["NetworkInterfaceId"] if pinned else None,
-                "mac": pinned[0]["MacAddress"] if pinned else None,
+                "eni": pinned[0].id if pinned else None,
+                "mac": pinned[0].mac if pinned else None,
                 "nic": nic.get("nicName"),
                 "result": nic.get("result", "-"),
             }
@@ -80,13 +74,12 @@ def group_report(
     return PinReport(rows, summary)
 
 
-def _double_attached(enis: list[dict[str, Any]], by_instance: dict[str, list[Any]]) -> int:
+def _double_attached(enis: list[Eni], by_instance: dict[str, list[Eni]]) -> int:
     """ENIs on more than one instance, plus instances with more than one pool ENI."""
     seen: Counter[str] = Counter()
     for eni in enis:
-        att = eni.get("Attachment") or {}
-        if att.get("InstanceId"):
-            seen[eni["NetworkInterfaceId"]] += 1
+        if eni.instance_id:
+            seen[eni.id] += 1
     multi_eni = sum(1 for count in seen.values() if count > 1)
     return multi_eni + sum(1 for pinned in by_instance.values() if len(pinned) > 1)
 

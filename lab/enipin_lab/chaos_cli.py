@@ -9,8 +9,8 @@ from typing import IO
 
 import click
 
-from enipin.chaos import INVARIANTS, ChaosReport, RunResult, run_chaos
-from enipin.console import table
+from enipin.cli.console import table
+from enipin_lab.chaos import INVARIANTS, ChaosReport, RunResult, run_chaos
 
 
 @click.command()

@@ -29,7 +29,7 @@ from moto.ec2.models.instances import Instance
 from moto.ec2.responses._base_response import EC2BaseResponse
 from moto.ec2.responses.instances import InstanceResponse
 
-from enipin.sandbox.clock import Clock
+from enipin_lab.sandbox.clock import Clock
 
 FILTER_VALUES_LIMIT = 200  # per filter, EC2 API reference (Filter)
 

@@ -1,4 +1,4 @@
-"""The ``enipin`` command: operator commands against a deployed stack, and the sandbox demo."""
+"""``enipin demo``: a group scaled out in the embedded sandbox, and what it pinned."""
 
 from __future__ import annotations
 
@@ -9,38 +9,12 @@ from dataclasses import replace
 
 import click
 
-from enipin.bench_cli import bench
-from enipin.chaos_cli import chaos
-from enipin.deployment import DEFAULT_STACK, Target
-from enipin.executions_cli import executions
-from enipin.pool_cli import pool
-from enipin.reconcile_cli import reconcile
-from enipin.report import PinReport, group_report
+from enipin_lab.report import PinReport, group_report
 
 COLUMNS = ("instance", "az", "eni", "mac", "nic", "lifecycle_state", "result")
 
 
-@click.group()
-@click.version_option(package_name="enipin")
-@click.option("--profile", envvar="AWS_PROFILE", help="AWS profile (default credentials chain).")
-@click.option("--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], help="AWS Region.")
-@click.option(
-    "--stack", default=DEFAULT_STACK, show_default=True, help="Name of the deployed enipin stack."
-)
-@click.pass_context
-def main(ctx: click.Context, profile: str | None, region: str | None, stack: str) -> None:
-    """Pin pooled ENIs to Auto Scaling instances, and inspect, replay and size what it does."""
-    ctx.obj = Target(profile=profile, region=region, stack=stack)
-
-
-main.add_command(bench)
-main.add_command(chaos)
-main.add_command(executions)
-main.add_command(pool)
-main.add_command(reconcile)
-
-
-@main.command()
+@click.command()
 @click.option("--instances", default=6, show_default=True, help="Instances to launch at once.")
 @click.option("--azs", default=2, show_default=True, help="Availability Zones of the group.")
 @click.option("--pool-per-az", type=int, help="Pool ENIs per AZ [max per AZ + 1 spare].")
@@ -54,7 +28,7 @@ main.add_command(reconcile)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def demo(instances: int, azs: int, pool_per_az: int | None, flavour: str, as_json: bool) -> None:
     """Scale a group out in the embedded sandbox, every step driven by lifecycle events."""
-    from enipin.sandbox import Sandbox  # the sandbox (moto) is only needed here
+    from enipin_lab.sandbox import Sandbox  # moto loads when a demo runs, not with the CLI
 
     per_az = -(-instances // azs)
     started = time.monotonic()

@@ -48,15 +48,17 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-if TYPE_CHECKING:  # the sandbox (moto) is imported when a run starts, not with the CLI
-    from enipin.sandbox import Sandbox
+from enipin import replay
+from enipin.deployment import Deployment, aws_errors, connect
+from enipin.errors import OperatorError
+from enipin.reconcile import needs_a_person, run_round
+from enipin_core.names import KINDS, LAUNCHING, TERMINATING, TRANSITIONS
 
-REGION = "us-east-1"  # the sandbox's
-LAUNCH, TERMINATE = "launch", "terminate"
-TRANSITIONS = {
-    LAUNCH: "autoscaling:EC2_INSTANCE_LAUNCHING",
-    TERMINATE: "autoscaling:EC2_INSTANCE_TERMINATING",
-}
+if TYPE_CHECKING:  # the sandbox (moto) is imported when a run starts, not with the CLI
+    from enipin_lab.sandbox import Sandbox
+
+REGION, STACK_NAME = "us-east-1", "enipin"  # the sandbox's Region and stack
+LAUNCH, TERMINATE = KINDS[LAUNCHING], KINDS[TERMINATING]
 # Every fault a plan draws from, in the order the report lists them.
 FAULTS = (
     "scale_out",
@@ -466,7 +468,7 @@ def run_chaos(
 
 
 def run_one(seed: int, guest_mode: str = "model") -> RunResult:
-    from enipin.sandbox import Sandbox
+    from enipin_lab.sandbox import Sandbox
 
     shape, steps = shape_of(seed), plan(seed)
     started = time.monotonic()
@@ -805,7 +807,7 @@ class ChaosWorld:
             except ClientError as exc:
                 self.notes.append(f"stop {run}: {_code(exc)}")
         self.sb.clock.sleep(float(params["replay_after"]))
-        self.notes.append("replay --failed: " + self.operator("executions", "replay", "--failed"))
+        self.notes.append("replay --failed: " + self.replay_failed())
         return True
 
     def _run_for(self, instance_id: str) -> str | None:
@@ -815,14 +817,29 @@ class ChaosWorld:
                 return str(execution["executionArn"])
         return None
 
-    def operator(self, *args: str) -> str:
-        """An operator's ``enipin`` command, in this process (where the sandbox answers)."""
-        from click.testing import CliRunner
+    def replay_failed(self) -> str:
+        """What ``enipin executions replay --failed`` does, through the operations layer."""
+        dep = self._deployment()
+        failures = 0
+        for decision in replay.plan(dep, replay.failed_runs(dep, None)):
+            try:
+                with aws_errors():
+                    replay.carry_out(dep, decision)
+            except OperatorError:
+                failures += 1
+        return f"{failures} failed" if failures else "ok"
 
-        from enipin.cli import main
+    def reconcile(self) -> str:
+        """A round of the deployed reconciler, as ``enipin reconcile`` runs one."""
+        try:
+            with aws_errors():
+                result = run_round(self._deployment(), dry_run=False)
+        except OperatorError as exc:
+            return f"error: {exc}"
+        return "needs a person" if needs_a_person(result) else "ok"
 
-        result = CliRunner().invoke(main, ["--region", REGION, *args, "--json"])
-        return "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
+    def _deployment(self) -> Deployment:
+        return connect(None, REGION, STACK_NAME)
 
     # -- settling and checking ---------------------------------------------------------------
 
@@ -831,11 +848,11 @@ class ChaosWorld:
         for _ in range(2):
             if not self.settle():
                 return
-            self.notes.append("reconcile: " + self.operator("reconcile"))
+            self.notes.append("reconcile: " + self.reconcile())
         self.settle()
 
     def settle(self) -> bool:
-        from enipin.sandbox import SettleTimeout
+        from enipin_lab.sandbox import SettleTimeout
 
         try:
             self.sb.settle(timeout=SETTLE_TIMEOUT, quiet=30.0)
@@ -1049,7 +1066,7 @@ def _client(service: str) -> Any:
 
 def _catalogue() -> set[str]:
     """The names in ``ALL_ERRORS`` of the functions' error module (it imports nothing)."""
-    from enipin.sandbox import PROJECT_ROOT
+    from enipin_lab.sandbox import PROJECT_ROOT
 
     path = PROJECT_ROOT / "tasks" / "enipin_core" / "errors.py"
     spec = importlib.util.spec_from_file_location("enipin_errors_catalogue", path)

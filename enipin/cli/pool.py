@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 import click
 
-from enipin import console
-from enipin.console import OperatorError, fail
-from enipin.deployment import Deployment, aws_errors, current, with_aws_errors
-from enipin.pool_admin import (
+from enipin.cli import console
+from enipin.cli.console import fail
+from enipin.cli.options import current, json_option
+from enipin.deployment import Deployment, aws_errors, with_aws_errors
+from enipin.errors import OperatorError
+from enipin.pool import (
     CapacityCheck,
     PoolEni,
     Subnet,
@@ -25,8 +26,6 @@ CREATED_COLUMNS = ("eni", "az", "subnet", "mac", "ip")
 AZ_COLUMNS = ("az", "total", "free", "in_use")
 ENI_COLUMNS = ("eni", "az", "subnet", "mac", "ip", "status", "instance", "group")
 CHECK_COLUMNS = ("az", "need", "usable", "free", "short")
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, not a table.")
 
 
 @click.group()
@@ -87,7 +86,7 @@ def _create(
             raise
         # Say what exists now, so a re-run can be sized to the remainder.
         ids = ", ".join(e.eni for e in created)
-        fail(f"created {len(created)} of {count} ENIs ({ids}), then {exc.format_message()}")
+        fail(f"created {len(created)} of {count} ENIs ({ids}), then {exc}")
     return created
 
 
@@ -105,7 +104,7 @@ def status(as_json: bool) -> None:
         key, value = deployment.pool_tag
         click.echo(f"no ENIs tagged {key}={value} in {deployment.region}")
         return
-    click.echo(console.table([asdict(a) for a in found.azs], AZ_COLUMNS))
+    click.echo(console.table([a.to_dict() for a in found.azs], AZ_COLUMNS))
     click.echo()
     click.echo(console.table([e.to_dict() for e in found.enis], ENI_COLUMNS))
 

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any, TextIO
 from unittest.mock import patch
 
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf import cloudwatch as emf
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
 from moto.awslambda.models import LambdaFunction
 
-from enipin.sandbox.base import REGION
-from enipin.sandbox.ledger import Ledger, calls_made_by
+from enipin_lab.sandbox.base import REGION
+from enipin_lab.sandbox.ledger import Ledger, calls_made_by
 
 _RUNTIME_ENV = {"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
 
@@ -124,6 +125,9 @@ class LambdaRuntime:
         self._stdout = _RoutedStdout(sys.stdout)
         stack.enter_context(patch.object(sys, "stdout", self._stdout))
         stack.enter_context(patch.object(warnings, "showwarning", self._show_warning))
+        # The EMF blobs a flush prints go to the function's log too, whatever sys.stdout is now
+        # (an operator command run through CliRunner swaps it while a function may be flushing).
+        stack.enter_context(patch.object(emf, "print", self._print, create=True))
         for name in _EMF_INVOCATION_STATE:
             stack.enter_context(
                 patch.object(AmazonCloudWatchEMFProvider, name, _per_environment(name), create=True)
@@ -137,6 +141,9 @@ class LambdaRuntime:
         print(
             warnings.formatwarning(message, category, filename, lineno), end="", file=self._stdout
         )
+
+    def _print(self, *values: Any, **kwargs: Any) -> None:
+        print(*values, **(kwargs | {"file": self._stdout}))
 
     def invoke(self, fn: LambdaFunction, event: Any) -> tuple[str, bool, str]:
         """Run the handler; return (payload, errored, log tail) as moto expects."""

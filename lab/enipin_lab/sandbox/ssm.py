@@ -25,9 +25,9 @@ from moto.ssm.exceptions import InvalidFilterKey, SSMException
 from moto.ssm.models import Command, SimpleSystemManagerBackend
 from moto.ssm.responses import SimpleSystemManagerResponse
 
-from enipin.sandbox.clock import Clock
-from enipin.sandbox.guest import GuestFleet
-from enipin.sandbox.netns import document_script
+from enipin_lab.sandbox.clock import Clock
+from enipin_lab.sandbox.guest import GuestFleet
+from enipin_lab.sandbox.netns import document_script
 
 # A Command document with these parameters is the stack's verification document, whatever its name.
 VERIFICATION_PARAMETERS = frozenset({"MacAddress", "ExpectedIp", "Remediate"})

@@ -7,7 +7,7 @@ on AWS before the SAM transform runs; local ``CodeUri``/``ContentUri``/``Definit
 become S3 locations, as ``sam package`` leaves them. ``resolve`` then evaluates every intrinsic
 function the way the sandbox's deploy does::
 
-    python -m enipin.sandbox.sam infra/template.yaml GroupName=web-a,web-b > sam-template.json
+    python -m enipin_lab.sandbox.sam infra/template.yaml GroupName=web-a,web-b > sam-template.json
 
 Needs aws-sam-translator (a dev dependency; cfn-lint needs it too).
 """
@@ -25,9 +25,9 @@ from unittest.mock import patch
 
 from samtranslator.translator.transform import transform as sam_transform
 
-from enipin.sandbox.base import REGION
-from enipin.sandbox.deploy import Stack, bind
-from enipin.sandbox.template import TemplateError, expand_for_each, load, parameter_values
+from enipin_lab.sandbox.base import REGION
+from enipin_lab.sandbox.deploy import Stack, bind
+from enipin_lab.sandbox.template import TemplateError, expand_for_each, load, parameter_values
 
 _ARTIFACTS = "s3://enipin-sam-offline/"
 

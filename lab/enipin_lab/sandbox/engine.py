@@ -31,7 +31,7 @@ from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguagePa
 from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 from moto.stepfunctions.parser.backend import execution as execution_module
 
-from enipin.sandbox.clock import Clock
+from enipin_lab.sandbox.clock import Clock
 
 
 class AslClock:

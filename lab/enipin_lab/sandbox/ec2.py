@@ -44,7 +44,7 @@ from moto.ec2.models.instances import Instance
 from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
-from enipin.sandbox.clock import Clock
+from enipin_lab.sandbox.clock import Clock
 
 # "You can attach a network interface to an instance when it's running or stopped": one still
 # pending, or on its way out, is refused (network-interface-attachments.html).

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from enipin.sandbox.template import load as load_template
+from enipin_lab.sandbox.template import load as load_template
 
 PREFIX = "enipin"
 # What a minimal guest image offers the script on its PATH (the script calls some of these; a

@@ -26,9 +26,9 @@ from unittest import mock
 from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.instances import Instance
 
-from enipin.sandbox.base import ACCOUNT_ID, REGION
-from enipin.sandbox.clock import Clock
-from enipin.sandbox.netns import (
+from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
+from enipin_lab.sandbox.clock import Clock
+from enipin_lab.sandbox.netns import (
     Fabric,
     Image,
     Link,

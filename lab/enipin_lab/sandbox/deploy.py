@@ -21,9 +21,9 @@ from typing import Any
 
 import boto3
 
-from enipin.sandbox.base import ACCOUNT_ID, REGION
-from enipin.sandbox.lambdas import FunctionCode, LambdaRuntime
-from enipin.sandbox.template import (
+from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
+from enipin_lab.sandbox.lambdas import FunctionCode, LambdaRuntime
+from enipin_lab.sandbox.template import (
     Resolver,
     TemplateError,
     check_rules,

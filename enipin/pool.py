@@ -14,12 +14,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from enipin.report import pool_enis
+from enipin_core.aws import FILTER_VALUES_LIMIT, chunked
+from enipin_core.pool import AzCount, Eni, pool_enis
 
 POOL_NAME = "enipin-pool"
 GROUP_TAG = "aws:autoscaling:groupName"
-# EC2 accepts at most 200 values in one filter: larger pools are described in chunks.
-FILTER_VALUES_MAX = 200
 
 PoolTag = tuple[str, str]
 
@@ -47,28 +46,20 @@ class PoolEni:
 
 
 @dataclass(frozen=True)
-class AzCount:
-    az: str
-    total: int
-    free: int
-    in_use: int
-
-
-@dataclass(frozen=True)
 class PoolStatus:
     azs: list[AzCount]
     enis: list[PoolEni]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"azs": [asdict(a) for a in self.azs], "enis": [e.to_dict() for e in self.enis]}
+        return {"azs": [a.to_dict() for a in self.azs], "enis": [e.to_dict() for e in self.enis]}
 
 
 def read_pool(ec2: Any, tag: PoolTag) -> PoolStatus:
     """Every ENI carrying the pool tag, with the instance and group each one is pinned to."""
-    raw = pool_enis(ec2, *tag)
-    attached = sorted({i for e in raw if (i := _instance_of(e))})
+    found = pool_enis(ec2, *tag)
+    attached = sorted({e.instance_id for e in found if e.instance_id})
     groups = instance_groups(ec2, attached)
-    enis = sorted((_pool_eni(e, groups) for e in raw), key=lambda e: (e.az, e.subnet, e.eni))
+    enis = sorted((_pool_eni(e, groups) for e in found), key=lambda e: (e.az, e.subnet, e.eni))
     return PoolStatus(count_by_az(enis), enis)
 
 
@@ -79,7 +70,7 @@ def count_by_az(enis: Iterable[PoolEni]) -> list[AzCount]:
     for eni in enis:
         total[eni.az] += 1
         free[eni.az] += eni.free
-    return [AzCount(az, total[az], free[az], total[az] - free[az]) for az in sorted(total)]
+    return [AzCount(az, total[az], free[az]) for az in sorted(total)]
 
 
 def instance_groups(ec2: Any, instance_ids: Sequence[str]) -> dict[str, str | None]:
@@ -89,8 +80,7 @@ def instance_groups(ec2: Any, instance_ids: Sequence[str]) -> dict[str, str | No
     """
     groups: dict[str, str | None] = {}
     paginator = ec2.get_paginator("describe_instances")
-    for start in range(0, len(instance_ids), FILTER_VALUES_MAX):
-        chunk = list(instance_ids[start : start + FILTER_VALUES_MAX])
+    for chunk in chunked(list(instance_ids), FILTER_VALUES_LIMIT):
         pages = paginator.paginate(Filters=[{"Name": "instance-id", "Values": chunk}])
         for page in pages:
             for reservation in page["Reservations"]:
@@ -99,22 +89,17 @@ def instance_groups(ec2: Any, instance_ids: Sequence[str]) -> dict[str, str | No
     return groups
 
 
-def _pool_eni(raw: dict[str, Any], groups: dict[str, str | None]) -> PoolEni:
-    instance = _instance_of(raw)
+def _pool_eni(eni: Eni, groups: dict[str, str | None]) -> PoolEni:
     return PoolEni(
-        eni=raw["NetworkInterfaceId"],
-        az=raw["AvailabilityZone"],
-        subnet=raw["SubnetId"],
-        mac=raw.get("MacAddress", ""),
-        ip=raw.get("PrivateIpAddress", ""),
-        status=raw["Status"],
-        instance=instance,
-        group=groups.get(instance) if instance else None,
+        eni=eni.id,
+        az=eni.az,
+        subnet=eni.subnet_id,
+        mac=eni.mac,
+        ip=eni.private_ip,
+        status=eni.status,
+        instance=eni.instance_id,
+        group=groups.get(eni.instance_id) if eni.instance_id else None,
     )
-
-
-def _instance_of(raw: dict[str, Any]) -> str | None:
-    return (raw.get("Attachment") or {}).get("InstanceId")
 
 
 def _tag(resource: dict[str, Any], key: str) -> str | None:
@@ -164,7 +149,7 @@ def create_pool_eni(
         TagSpecifications=[{"ResourceType": "network-interface", "Tags": tags}],
         **extra,
     )["NetworkInterface"]
-    return _pool_eni(raw, {})
+    return _pool_eni(Eni.from_api(raw), {})
 
 
 # -- sizing the pool against a group -----------------------------------------------------------

@@ -54,7 +54,7 @@ from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from moto.stepfunctions.parser.utils import TMP_THREADS
 from moto.stepfunctions.responses import StepFunctionResponse
 
-from enipin.sandbox.clock import Clock
+from enipin_lab.sandbox.clock import Clock
 
 _REDRIVABLE_PERIOD = dt.timedelta(days=14)  # counted from the end of the execution
 _REMEMBERED_TOKENS = 10  # "idempotent responses for the last 10 client tokens"

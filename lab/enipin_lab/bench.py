@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:  # the sandbox (moto) is imported when a bench runs, not with the CLI
-    from enipin.sandbox import Sandbox
-    from enipin.sandbox.ledger import Call
+    from enipin_lab.sandbox import Sandbox
+    from enipin_lab.sandbox.ledger import Call
 
 SCALE_OUT, SCALE_IN, SCALE_OUT_AGAIN = "scale_out", "scale_in", "scale_out_again"
 PHASES = (SCALE_OUT, SCALE_IN, SCALE_OUT_AGAIN)
@@ -236,7 +236,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _: N
 
 
 def _sandbox(config: BenchConfig, *, deploy: bool, fast: bool) -> Sandbox:
-    from enipin.sandbox import Sandbox
+    from enipin_lab.sandbox import Sandbox
 
     return Sandbox(
         azs=config.azs,
@@ -347,7 +347,7 @@ class _Probe:
 def _settle(sb: Sandbox, probe: _Probe, quiet: float = QUIET_AWS_SECONDS) -> None:
     """``Sandbox.settle`` looked at every POLL_REAL_SECONDS instead of every 20 ms: at a few
     hundred executions each look lists them all, and the looking would starve the world."""
-    from enipin.sandbox import SettleTimeout
+    from enipin_lab.sandbox import SettleTimeout
 
     look = _look_interval(sb, quiet)
     deadline = sb.clock.monotonic() + SETTLE_TIMEOUT_AWS_SECONDS
@@ -568,7 +568,7 @@ def _measured(
 def run_boot_scripts(sb: Sandbox, instance_ids: Iterable[str]) -> dict[str, str]:
     """Run every instance's boot script at once; instance id -> "ok" or the AWS error code.
     One shared client: boto3 clients are thread-safe, and the calls are what counts."""
-    from enipin.sandbox.ledger import calls_made_by
+    from enipin_lab.sandbox.ledger import calls_made_by
 
     ids = list(instance_ids)
     wait_running(sb, ids)  # user data runs once the OS boots, when EC2 runs the instance

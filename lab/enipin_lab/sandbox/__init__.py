@@ -23,23 +23,23 @@ from unittest.mock import patch
 import boto3
 from moto import mock_aws
 
-from enipin.sandbox.autoscaling import AutoScalingFidelity
-from enipin.sandbox.base import REGION
-from enipin.sandbox.clock import FAST_SCALE, Clock
-from enipin.sandbox.deploy import Deployer, Stack
-from enipin.sandbox.ec2 import Ec2Fidelity
-from enipin.sandbox.ec2_consistency import Ec2Consistency
-from enipin.sandbox.engine import AslClock, AslParseCache
-from enipin.sandbox.eventbridge import EventBridgeTargets
-from enipin.sandbox.guest import GuestFleet
-from enipin.sandbox.lambdas import LambdaRuntime
-from enipin.sandbox.ledger import Ledger
-from enipin.sandbox.ssm import SsmFidelity
-from enipin.sandbox.stepfunctions import StepFunctionsFidelity
-from enipin.sandbox.template import load as load_template
-from enipin.sandbox.world import World, WorldSpec
+from enipin_lab.sandbox.autoscaling import AutoScalingFidelity
+from enipin_lab.sandbox.base import REGION
+from enipin_lab.sandbox.clock import FAST_SCALE, Clock
+from enipin_lab.sandbox.deploy import Deployer, Stack
+from enipin_lab.sandbox.ec2 import Ec2Fidelity
+from enipin_lab.sandbox.ec2_consistency import Ec2Consistency
+from enipin_lab.sandbox.engine import AslClock, AslParseCache
+from enipin_lab.sandbox.eventbridge import EventBridgeTargets
+from enipin_lab.sandbox.guest import GuestFleet
+from enipin_lab.sandbox.lambdas import LambdaRuntime
+from enipin_lab.sandbox.ledger import Ledger
+from enipin_lab.sandbox.ssm import SsmFidelity
+from enipin_lab.sandbox.stepfunctions import StepFunctionsFidelity
+from enipin_lab.sandbox.template import load as load_template
+from enipin_lab.sandbox.world import World, WorldSpec
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = PROJECT_ROOT / "infra" / "template.yaml"
 STACK_NAME = "enipin"
 

@@ -8,7 +8,8 @@ from typing import IO, Any
 
 import click
 
-from enipin.bench import (
+from enipin.cli.console import fail
+from enipin_lab.bench import (
     CLASSIC,
     ENIPIN,
     PHASES,
@@ -20,7 +21,6 @@ from enipin.bench import (
     Phase,
     run_bench,
 )
-from enipin.console import fail
 
 PHASE_TITLES = {"scale_out": "out", "scale_in": "in", "scale_out_again": "again"}
 LEGEND = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -10,26 +9,10 @@ import click
 
 from enipin import executions as ex
 from enipin import replay as rp
-from enipin.console import OperatorError, progress, table, to_json
-from enipin.deployment import aws_errors, current, with_aws_errors
-
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_since(_ctx: Any, _param: Any, value: str | None) -> timedelta | None:
-    if value is None:
-        return None
-    match = _DURATION.match(value.strip())
-    if not match:
-        raise click.BadParameter("use a number and a unit: 90s, 30m, 24h, 7d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-since_option = click.option(
-    "--since", callback=parse_since, help="Only runs started this long ago or later (24h, 7d)."
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+from enipin.cli.console import progress, table, to_json
+from enipin.cli.options import current, json_option, since_option
+from enipin.deployment import aws_errors, with_aws_errors
+from enipin.errors import OperatorError
 
 
 @click.group()
@@ -48,7 +31,7 @@ def list_(status: str | None, since: timedelta | None, as_json: bool) -> None:
     if as_json:
         click.echo(to_json([e.row() | {"arn": e.arn} for e in found]))
     elif found:
-        click.echo(table([e.row() for e in found], ex.LIST_COLUMNS))
+        click.echo(table([e.row() for e in found], LIST_COLUMNS))
     else:
         click.echo("no executions")
 
@@ -74,7 +57,7 @@ def show(ref: str, as_json: bool) -> None:
             )
         )
         return
-    click.echo(ex.render_show(execution, steps, now))
+    click.echo(render_show(execution, steps, now))
 
 
 @executions.command("replay")
@@ -97,7 +80,7 @@ def _replay(
     if bool(refs) == failed:
         raise OperatorError("name executions to replay, or pass --failed (not both)")
     dep = current()
-    chosen = _failed_runs(dep, since) if failed else [ex.find(dep, r) for r in refs]
+    chosen = rp.failed_runs(dep, since) if failed else [ex.find(dep, r) for r in refs]
     decisions = rp.plan(dep, chosen)
     rows = [d.row() for d in decisions]
     failures = 0
@@ -108,7 +91,7 @@ def _replay(
                     with aws_errors():
                         row["running"] = rp.carry_out(dep, decision)
                 except OperatorError as exc:
-                    row["running"], row["error"] = None, exc.format_message()
+                    row["running"], row["error"] = None, str(exc)
                     failures += 1
     if as_json:
         click.echo(to_json(rows))
@@ -121,7 +104,54 @@ def _replay(
         raise OperatorError(f"{failures} of {len(rows)} replays failed (see the error column)")
 
 
-def _failed_runs(dep: Any, since: timedelta | None) -> list[ex.Execution]:
-    everything = ex.list_executions(dep, None, since)
-    failures = [e for e in everything if e.status in ex.FINAL_FAILURES]
-    return rp.still_relevant(failures, everything)
+# -- for people ----------------------------------------------------------------------------
+
+LIST_COLUMNS = ("name", "instance", "transition", "status", "failed_state", "error", "start")
+
+
+def render_show(execution: ex.Execution, steps: list[ex.Step], now: ex.Standing | None) -> str:
+    lines = [
+        f"execution  {execution.name}",
+        f"workflow   {execution.transition}",
+        f"status     {execution.status}"
+        + (f" (redriven {execution.redrive_count}x)" if execution.redrive_count else ""),
+        f"started    {execution.start:%Y-%m-%d %H:%M:%S}",
+        "",
+        table(_compact(steps), ("state", "type", "times", "seconds", "outcome")),
+    ]
+    if execution.error or execution.failed_state:
+        lines += [
+            "",
+            f"failed in  {execution.failed_state or '-'}",
+            f"error      {execution.error or '-'}",
+            f"cause      {execution.cause or '-'}",
+        ]
+    if now is not None:
+        enis = ", ".join(f"{e['eni']} ({e['mac']})" for e in now.pool_enis) or "none"
+        pending = now.action_pending(execution.transition)
+        lines += [
+            "",
+            f"now        instance {now.instance} is {now.ec2_state or 'unknown to EC2'}, "
+            f"{now.lifecycle_state or 'not in any group'}",
+            f"           pool ENI: {enis}",
+            f"           {execution.transition} action: {'pending' if pending else 'not pending'}",
+        ]
+    return "\n".join(lines)
+
+
+def _compact(steps: list[ex.Step]) -> list[dict[str, Any]]:
+    """One row per state in order of first entry: wait loops read as a count of times with their
+    total seconds, and the outcome of the last time through."""
+    rows: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        row = rows.setdefault(
+            step.state, {"state": step.state, "type": step.kind, "times": 0, "total": None}
+        )
+        row["times"] += 1
+        if step.seconds is not None:
+            row["total"] = (row["total"] or 0.0) + step.seconds
+        row["outcome"] = step.outcome
+    for row in rows.values():
+        total = row.pop("total")
+        row["seconds"] = f"{total:.1f}" if total is not None else None
+    return list(rows.values())

@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 
-from enipin.sandbox.base import REGION
+from enipin_lab.sandbox.base import REGION
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ from typing import Any, NoReturn
 
 import click
 
+from enipin.errors import OperatorError
 
-class OperatorError(click.ClickException):
-    """A problem the operator can fix, printed as one line: ``enipin: <message>``."""
 
-    exit_code = 2
+class OneLine(click.ClickException):
+    """An ``OperatorError`` as click shows it: ``enipin: <message>``, with its exit status."""
+
+    exit_code = OperatorError.exit_code
 
     def show(self, file: Any = None) -> None:
         click.echo(f"enipin: {self.format_message()}", err=True)
