@@ -1,7 +1,8 @@
-"""ReleaseEni: undo this execution's attach before the launch is given up. An ENI the instance
-already carried (kept through the warm pool, or pinned by an earlier run of this action) goes
-too when the action is given up with ABANDON, while it still waits: Auto Scaling then terminates
-the instance without running its terminate hooks, so nothing else would release it."""
+"""ReleaseEni: undo this execution's attach before the launch is given up. A pool ENI the
+instance already carried (kept through the warm pool, or pinned by an earlier run of this
+action) goes too when the action is given up with ABANDON, while it still waits: Auto Scaling
+then terminates the instance without running its terminate hooks, so nothing else would release
+it. That holds on every way to AbandonLaunch, ValidateEvent's failure included."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.lifecycle import is_waiting, lifecycle_state
-from enipin_core.pool import detach_if_still_on
+from enipin_core.pool import detach, detach_if_still_on, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
 from enipin_core.waiting import TaskInput
@@ -20,21 +21,34 @@ from enipin_core.waiting import TaskInput
 @named_aws_errors
 def release(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     eni = state.get("eni")
-    if not eni or not (state.get("attachedHere") or _abandoned_with_it(autoscaling, state)):
+    if eni and state.get("attachedHere"):
+        released = detach_if_still_on(ec2, eni["id"], state["instanceId"], eni.get("attachmentId"))
+        logger.info("release after failure", extra={"eni": eni["id"], "released": released})
+        return {**state, "released": released}
+    settings = _settings(state)
+    if not _abandoned_with_it(autoscaling, state, settings):
         return {**state, "released": False}
-    released = detach_if_still_on(ec2, eni["id"], state["instanceId"], eni.get("attachmentId"))
-    logger.info("release after failure", extra={"eni": eni["id"], "released": released})
+    # Whatever pool ENI the instance carries: the run may not have looked (ValidateEvent
+    # failed before it could), or found one it did not attach.
+    kept = pool_enis_on(ec2, state["instanceId"], settings.pool_tag_key, settings.pool_tag_value)
+    released = any([detach(ec2, e, force=False) for e in kept])
+    logger.info("kept ENI released before ABANDON", extra={"enis": [e.id for e in kept]})
     return {**state, "released": released}
 
 
-def _abandoned_with_it(autoscaling: Any, state: dict[str, Any]) -> bool:
-    """Will the instance be terminated with the ENI it already carried? Only when this run gives
-    a still-waiting action up with ABANDON: an instance another run let into service keeps it."""
+def _settings(state: dict[str, Any]) -> Settings:
+    # No settings when ValidateEvent itself failed: the deployment's own apply (a hook's
+    # poolTagValue override is then unknown; its default tag is what the deployment lends).
+    return Settings.from_dict(state["settings"]) if "settings" in state else Settings.from_env()
+
+
+def _abandoned_with_it(autoscaling: Any, state: dict[str, Any], settings: Settings) -> bool:
+    """Will the instance be terminated with an ENI this run did not attach? Only when this run
+    gives a still-waiting action up with ABANDON: an instance another run let into service
+    keeps it."""
     lifecycle = state.get("lifecycle")
     if not lifecycle:  # a replay or repair without an action leaves the instance as it is
         return False
-    # No settings when ValidateEvent itself failed: the deployment's own apply.
-    settings = Settings.from_dict(state["settings"]) if "settings" in state else Settings.from_env()
     if settings.launch_failure_result != "ABANDON":
         return False
     where = lifecycle_state(autoscaling, state["instanceId"])

@@ -7,7 +7,7 @@ launches rarely collide, and a lost race simply moves on to the next candidate.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from botocore.exceptions import ClientError

@@ -215,6 +215,7 @@ def test_wait_bounds_past_the_history_limit_are_rejected_and_the_action_given_up
         "ValidateEvent",
         "HasActionInEvent?",
         "ReadActionFromEvent",
+        "ReleaseEni",
         "AbandonLaunch",
         "LaunchFailed",
     ]

@@ -193,6 +193,40 @@ def test_keep_an_eni_kept_through_the_warm_pool_is_given_back_when_its_launch_ou
     assert not timed_out(sb)
 
 
+def test_keep_an_eni_kept_through_the_warm_pool_is_given_back_when_validation_itself_failed(
+    sandbox: Factory,
+) -> None:
+    # GIVEN WarmPoolEni=KEEP: warm instances pinned on their way in, stopped with their ENIs
+    sb = _warm_group(sandbox, "KEEP")
+    sb.settle()
+    kept = {i: pool_enis_on(sb, i) for i in warm_instances(sb)}
+    assert sorted(len(enis) for enis in kept.values()) == [1, 1]
+    # WHEN one leaves the pool during a Lambda outage that outlasts ValidateEvent's Retry, so
+    # the run gives the action up without having looked at the instance (chaos seed 168)
+    validating = [True]
+    sb.ledger.throttle(
+        "lambda",
+        "Invoke",
+        times=10_000,
+        where=lambda params: validating[0] and "ValidateEvent" in str(params),
+    )
+    sb.scale_out(1)
+    wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
+    validating[0] = False
+    sb.settle()
+    # THEN the ENI it kept came off before its ABANDON let it go: EC2 freed none
+    (failed,) = [e for e in sb.executions() if e["status"] == "FAILED"]
+    assert path_of(sb, failed["executionArn"])[-4:] == [
+        "ReadActionFromEvent",
+        "ReleaseEni",
+        "AbandonLaunch",
+        "LaunchFailed",
+    ]
+    assert failed["name"].split("-launch-")[0] in kept
+    assert left_for_ec2(sb) == []
+    assert not timed_out(sb)
+
+
 def test_a_run_giving_up_an_action_another_run_completed_leaves_the_in_service_eni_alone(
     sandbox: Factory,
 ) -> None:

@@ -277,6 +277,7 @@ def test_a_lambda_outage_at_validate_event_gives_the_action_up_instead_of_leavin
         "ValidateEvent",
         "HasActionInEvent?",
         "ReadActionFromEvent",
+        "ReleaseEni",
         "AbandonLaunch",
         "LaunchFailed",
     ]
