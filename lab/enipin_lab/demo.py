@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import click
 
+from enipin.cli.console import table
 from enipin_lab.report import PinReport, group_report
 
 COLUMNS = ("instance", "az", "eni", "mac", "nic", "lifecycle_state", "result")
@@ -61,11 +62,7 @@ def demo(instances: int, azs: int, pool_per_az: int | None, flavour: str, as_jso
 
 
 def _print_report(report: PinReport, seconds: float) -> None:
-    rows = [[str(r.get(c) or "-") for c in COLUMNS] for r in report.instances]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(COLUMNS)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
-    for row in rows:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    click.echo(table(report.instances, COLUMNS))
     s = report.summary
     click.echo(
         f"\nlaunched {s['launched']}, pinned {s['pinned']}, abandoned {s['abandoned']}, "
