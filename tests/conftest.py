@@ -20,6 +20,18 @@ EVENTS = Path(__file__).parent / "events"
 sys.path.append(str(Path(__file__).parents[1] / "tasks"))
 
 
+def asl_states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every state of an ASL definition, those inside a Parallel's branches or a Map's
+    processor too."""
+    for name, state in states.items():
+        yield name, state
+        for branch in state.get("Branches", []):
+            yield from asl_states(branch["States"])
+        for key in ("ItemProcessor", "Iterator"):
+            if key in state:
+                yield from asl_states(state[key]["States"])
+
+
 def load_event(name: str, **detail: Any) -> dict[str, Any]:
     """An event fixture shaped exactly like AWS's, with ``detail`` fields overridden."""
     event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import load_event
+from conftest import asl_states, load_event
 from validate_event import decide
 
 from enipin_core import runstate
@@ -38,17 +38,6 @@ CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 
 def definition(workflow: str) -> dict[str, Any]:
     return dict(json.loads((ROOT / "state_machines" / f"{workflow}.asl.json").read_text()))
-
-
-def _states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every state, those inside a Parallel's branches or a Map's processor too."""
-    for name, state in states.items():
-        yield name, state
-        for branch in state.get("Branches", []):
-            yield from _states(branch["States"])
-        for key in ("ItemProcessor", "Iterator"):
-            if key in state:
-                yield from _states(state[key]["States"])
 
 
 def _strings(node: Any) -> Iterator[str]:
@@ -83,7 +72,7 @@ def undeclared_paths(machine: dict[str, Any], workflow: str) -> list[str]:
     """Each path of ``machine`` that names a key ``runstate`` does not declare for ``workflow``."""
     declared, output = WORKFLOWS[workflow]
     problems = []
-    for name, state in _states(machine["States"]):
+    for name, state in asl_states(machine["States"]):
         for source, keys in paths(state):
             where = f"{workflow}.{name}: $.{'.'.join(keys)}"
             if source == "result":

@@ -8,13 +8,14 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import (
+    asl_states,
     assert_pinned,
     describe,
     executions_for,
@@ -51,29 +52,18 @@ PLANTED = (
 )
 
 
-def _states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every state, those inside a Parallel's branches or a Map's processor too."""
-    for name, state in states.items():
-        yield name, state
-        for branch in state.get("Branches", []):
-            yield from _states(branch["States"])
-        for key in ("ItemProcessor", "Iterator"):
-            if key in state:
-                yield from _states(state[key]["States"])
-
-
-def task_states() -> list[tuple[str, str, dict[str, Any]]]:
+def taskasl_states() -> list[tuple[str, str, dict[str, Any]]]:
     """(state machine, Task name, Task) for every Task in both definitions, read as they are."""
     found = []
     for machine, file in MACHINES.items():
         definition = json.loads((STATE_MACHINES / file).read_text())
-        for name, state in _states(definition["States"]):
+        for name, state in asl_states(definition["States"]):
             if state["Type"] == "Task":
                 found.append((machine, name, state))
     return found
 
 
-TASKS = task_states()
+TASKS = taskasl_states()
 TASK_IDS = [f"{machine.removesuffix('StateMachine')}.{name}" for machine, name, _ in TASKS]
 
 
