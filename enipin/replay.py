@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from enipin.deployment import Deployment
+from enipin.deployment import Deployment, aws_errors
 from enipin.errors import OperatorError
 from enipin.executions import (
     FINAL_FAILURES,
@@ -120,6 +120,16 @@ def carry_out(dep: Deployment, decision: Decision) -> str | None:
             raise OperatorError(f"{name} already exists: replayed by someone else?") from None
         raise
     return str(started["executionArn"])
+
+
+def carry_out_one(dep: Deployment, decision: Decision) -> tuple[str | None, str | None]:
+    """(the run started, the error): one run that cannot be replayed must not hide what the
+    others did."""
+    try:
+        with aws_errors():
+            return carry_out(dep, decision), None
+    except OperatorError as exc:
+        return None, str(exc)
 
 
 def replay_name(execution: Execution, taken: set[str]) -> str:

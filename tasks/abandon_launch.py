@@ -20,9 +20,7 @@ def abandon(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     if not lifecycle:  # a replay or repair has no action to give up; the instance stays
         count("LaunchFailed")
         return {**state, "lifecycleResult": None}
-    # No settings when ValidateEvent itself failed: the deployment's own apply.
-    settings = Settings.from_dict(state["settings"]) if "settings" in state else Settings.from_env()
-    result = settings.launch_failure_result
+    result = Settings.of_run(state).launch_failure_result
     outcome = complete_action(autoscaling, lifecycle, result)
     count("LaunchFailed")  # after the call: a retried invocation does not count twice
     logger.warning(

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import DeviceIndexInUse, InstanceTerminating
-from enipin_core.lifecycle import lifecycle_state
+from enipin_core.lifecycle import is_leaving, lifecycle_state
 from enipin_core.pool import Eni, Instance, attach_first_free, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
@@ -45,7 +45,7 @@ def _refuse_a_dying_instance(autoscaling: Any, instance_id: str) -> None:
     looked before this attach lands would let the instance go with the ENI on it, for EC2 to
     free. Ask Auto Scaling, the moment before attaching."""
     where = lifecycle_state(autoscaling, instance_id)
-    if where is None or "Terminat" in where:
+    if is_leaving(where):
         raise InstanceTerminating(f"{instance_id} is {where or 'out of the group'}: not attached")
 
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import InstanceTerminating
-from enipin_core.lifecycle import ALREADY_FINISHED, complete_action, lifecycle_state
+from enipin_core.lifecycle import ALREADY_FINISHED, complete_action, is_leaving, lifecycle_state
 from enipin_core.telemetry import count, logger, task_handler
 from enipin_core.waiting import TaskInput
 
@@ -23,7 +23,7 @@ def complete(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
         # A retried call finds its own first attempt applied (Pending:Proceed, InService):
         # only an instance on its way out loses the ENI.
         where = lifecycle_state(autoscaling, state["instanceId"])
-        if where is None or "Terminat" in where:
+        if is_leaving(where):
             raise InstanceTerminating(
                 f"{state['instanceId']} is {where or 'gone'}: its launch action ended unfinished"
             )

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import InstanceNotFound, InstanceNotRunning
-from enipin_core.lifecycle import is_waiting, lifecycle_state
+from enipin_core.lifecycle import is_leaving, is_waiting, lifecycle_state
 from enipin_core.pool import Instance, describe_instance, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
@@ -72,7 +72,7 @@ def _replay_scope(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     """What a replay or repair may still do: complete a pending action, pin an in-service
     instance without one, or nothing at all for an instance that has left (or not arrived)."""
     where = lifecycle_state(autoscaling, state["instanceId"])
-    if where is None or where.startswith("Terminat"):
+    if is_leaving(where):
         reason = f"{state['instanceId']} is {where or 'no longer in the group'}"
         logger.info("replay has nothing to do", extra={"reason": reason})
         return {**state, "nothingToDo": reason}

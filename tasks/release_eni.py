@@ -25,7 +25,7 @@ def release(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]
         released = detach_if_still_on(ec2, eni["id"], state["instanceId"], eni.get("attachmentId"))
         logger.info("release after failure", extra={"eni": eni["id"], "released": released})
         return {**state, "released": released}
-    settings = _settings(state)
+    settings = Settings.of_run(state)
     if not _abandoned_with_it(autoscaling, state, settings):
         return {**state, "released": False}
     # Whatever pool ENI the instance carries: the run may not have looked (ValidateEvent
@@ -34,12 +34,6 @@ def release(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]
     released = any([detach(ec2, e, force=False) for e in kept])
     logger.info("kept ENI released before ABANDON", extra={"enis": [e.id for e in kept]})
     return {**state, "released": released}
-
-
-def _settings(state: dict[str, Any]) -> Settings:
-    # No settings when ValidateEvent itself failed: the deployment's own apply (a hook's
-    # poolTagValue override is then unknown; its default tag is what the deployment lends).
-    return Settings.from_dict(state["settings"]) if "settings" in state else Settings.from_env()
 
 
 def _abandoned_with_it(autoscaling: Any, state: dict[str, Any], settings: Settings) -> bool:

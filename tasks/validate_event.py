@@ -7,7 +7,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.errors import SettingsOutOfBounds
-from enipin_core.events import LAUNCHING, TERMINATING, LifecycleAction, is_test_notification
+from enipin_core.events import LifecycleAction, is_test_notification
+from enipin_core.names import LAUNCHING, TERMINATING
 from enipin_core.settings import Settings, managed_groups
 from enipin_core.telemetry import logger, task_handler
 from enipin_core.waiting import Heartbeat, TaskInput

@@ -87,11 +87,9 @@ def _replay(
     if not dry_run:
         with progress(decisions, "replaying", len(decisions)) as bar:
             for decision, row in zip(bar, rows, strict=True):
-                try:  # one run that cannot be replayed must not hide what the others did
-                    with aws_errors():
-                        row["running"] = rp.carry_out(dep, decision)
-                except OperatorError as exc:
-                    row["running"], row["error"] = None, str(exc)
+                row["running"], error = rp.carry_out_one(dep, decision)
+                if error:
+                    row["error"] = error
                     failures += 1
     if as_json:
         click.echo(to_json(rows))

@@ -647,12 +647,7 @@ class ChaosWorld:
         return True
 
     def _terminate_lost_mid_launch(self, params: dict[str, Any]) -> bool:
-        usual, self.sb.ssm.agent_delay = self.sb.ssm.agent_delay, float(params["agent_delay"])
-        try:
-            new = self._one_more()
-            self.wait(lambda: all(self.sb.guests.is_running(i) for i in new), 300)
-        finally:
-            self.sb.ssm.agent_delay = usual
+        new = self._launch_with_slow_agent(float(params["agent_delay"]))
         if not new or not self.wait_for(lambda: self._run_for(new[0]), 120):
             return False
         self.sb.clock.sleep(float(params["after"]))
@@ -687,14 +682,18 @@ class ChaosWorld:
         return True
 
     def _slow_agent(self, params: dict[str, Any]) -> bool:
-        # The delay is taken at boot, which the scale-out does: only this instance is slow
-        # (its replacement, if it is abandoned, boots like any other).
-        usual, self.sb.ssm.agent_delay = self.sb.ssm.agent_delay, float(params["agent_delay"])
+        return bool(self._launch_with_slow_agent(float(params["agent_delay"])))
+
+    def _launch_with_slow_agent(self, delay: float) -> list[str]:
+        """One more instance whose SSM agent takes ``delay`` AWS seconds to come online. The
+        delay is taken at boot: only this instance is slow (its replacement, if it is
+        abandoned, boots like any other)."""
+        usual, self.sb.ssm.agent_delay = self.sb.ssm.agent_delay, delay
         try:
             new = self._one_more()
             # the agent starts with the OS, once EC2 runs the instance
             self.wait(lambda: all(self.sb.guests.is_running(i) for i in new), 300)
-            return bool(new)
+            return new
         finally:
             self.sb.ssm.agent_delay = usual
 
@@ -820,13 +819,8 @@ class ChaosWorld:
     def replay_failed(self) -> str:
         """What ``enipin executions replay --failed`` does, through the operations layer."""
         dep = self._deployment()
-        failures = 0
-        for decision in replay.plan(dep, replay.failed_runs(dep, None)):
-            try:
-                with aws_errors():
-                    replay.carry_out(dep, decision)
-            except OperatorError:
-                failures += 1
+        decisions = replay.plan(dep, replay.failed_runs(dep, None))
+        failures = sum(1 for d in decisions if replay.carry_out_one(dep, d)[1])
         return f"{failures} failed" if failures else "ok"
 
     def reconcile(self) -> str:
@@ -868,13 +862,14 @@ class ChaosWorld:
         return True
 
     def check_always(self, step: int | None) -> None:
-        self._check_enis_single(step)
+        pool = self.pool()  # one look serves every check of this moment
+        self._check_enis_single(step, pool)
         self._check_released_before_termination(step)
         self._check_actions_completed(step)
-        self._check_device_index(step)
+        self._check_device_index(step, pool)
 
-    def _check_device_index(self, step: int | None) -> None:
-        for eni in self.pool():
+    def _check_device_index(self, step: int | None, pool: list[dict[str, Any]]) -> None:
+        for eni in pool:
             index = (eni.get("Attachment") or {}).get("DeviceIndex")
             if index is not None and index != self.shape.device_index:
                 self.flag(
@@ -884,7 +879,7 @@ class ChaosWorld:
                     f"the hooks ask for {self.shape.device_index}",
                 )
 
-    def _check_enis_single(self, step: int | None) -> None:
+    def _check_enis_single(self, step: int | None, pool: list[dict[str, Any]]) -> None:
         holders: dict[str, list[str]] = {}
         for instance in self.instances():
             for nic in instance.get("NetworkInterfaces", []):
@@ -892,7 +887,7 @@ class ChaosWorld:
         for eni_id, instances in holders.items():
             if len(instances) > 1:
                 self.flag("eni_on_two_instances", step, f"{eni_id} on {sorted(instances)}")
-        on: Counter[str] = Counter(h for e in self.pool() if (h := _holder(e)))
+        on: Counter[str] = Counter(h for e in pool if (h := _holder(e)))
         for instance_id, count in on.items():
             if count > 1:
                 self.flag("eni_on_two_instances", step, f"{instance_id} has {count} pool ENIs")

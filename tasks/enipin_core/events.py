@@ -12,10 +12,6 @@ import jsonschema
 
 from enipin_core.errors import InvalidLifecycleEvent
 from enipin_core.names import KINDS, TEST_NOTIFICATION, execution_name
-
-# Transitions live in names.py; re-exported for the modules that read them with the event.
-from enipin_core.names import LAUNCHING as LAUNCHING
-from enipin_core.names import TERMINATING as TERMINATING
 from enipin_core.settings import Settings
 
 # NotificationMetadata keys -> Settings fields

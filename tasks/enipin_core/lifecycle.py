@@ -65,6 +65,12 @@ WAITS: dict[str, tuple[str, ...]] = {
 }
 
 
+def is_leaving(state: str | None) -> bool:
+    """Has the instance left the group (None) or begun to (``Terminating*``, and
+    ``Warmed:Terminating*`` out of the warm pool)? An ENI must not go on, or stay on, it."""
+    return state is None or "Terminat" in state
+
+
 def transitions_holding(state: str | None) -> tuple[str, ...]:
     """The transitions whose lifecycle action may hold an instance in ``state``."""
     return WAITS.get(state or "", ())

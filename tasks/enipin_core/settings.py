@@ -125,6 +125,12 @@ class Settings:
     def from_dict(cls, data: dict[str, Any]) -> Settings:
         return cls(**field_values(data))
 
+    @classmethod
+    def of_run(cls, state: dict[str, Any]) -> Settings:
+        """The run's settings (``$.settings``); the deployment's own when ValidateEvent, which
+        writes them, failed (a hook's overrides are then unknown)."""
+        return cls.from_dict(state["settings"]) if "settings" in state else cls.from_env()
+
 
 def managed_groups() -> frozenset[str]:
     """Groups this deployment may act on; an event from any other group is ignored."""

@@ -18,13 +18,15 @@ from enipin_lab.chaos import (
     INVARIANTS,
     MAX_DESIRED,
     SECOND_GROUP,
+    STACK_DEVICE_INDEX,
     WORLD_FEATURES,
     ChaosWorld,
     Shape,
     plan,
     shape_of,
 )
-from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox import TEMPLATE, Sandbox
+from enipin_lab.sandbox.template import load as load_template
 
 Factory = Callable[..., Sandbox]
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
@@ -60,6 +62,9 @@ def test_worlds_take_every_shape_and_a_fault_is_drawn_only_where_it_can_act() ->
     assert "other_group_scales" not in Shape(warm_pool="KEEP").faults()
     # the pool is sized as the README says: KEEP holds ENIs for the warm pool too
     assert Shape(warm_pool="KEEP").pool_per_az > Shape(warm_pool="RELEASE").pool_per_az
+    # a world without moved hooks expects the stack's own DeviceIndex
+    parameters = load_template(TEMPLATE)["Parameters"]
+    assert parameters["DeviceIndex"]["Default"] == STACK_DEVICE_INDEX == Shape().device_index
 
 
 def test_a_world_of_every_shape_builds_and_pins_both_groups_at_the_hooks_index(

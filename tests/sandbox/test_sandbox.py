@@ -3,11 +3,13 @@ engine, delivering EventBridge events, the fast clock, the ledger and throttling
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
 import threading
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit, SchemaValidationError
 from botocore.config import Config
-from conftest import path_of, wait_until
+from conftest import load_event, path_of, wait_until
 
 from enipin_lab.sandbox import Sandbox
 from enipin_lab.sandbox.eventbridge import rate_seconds
@@ -254,3 +256,19 @@ def test_concurrent_invocations_share_no_memory_so_each_publishes_its_own_metric
     with Sandbox(azs=1, pool_per_az=0, deploy=False):
         isolated = _two_concurrent_invocations(Metrics(namespace="enipin-test", service="t"))
     assert isolated == {"First": ["First"], "Second": ["Second"]}
+
+
+def test_metrics_a_function_flushes_go_to_its_log_whatever_stdout_is_meanwhile() -> None:
+    # AWS: what a function prints (Powertools' EMF blobs among it) is its log, never the
+    # caller's output. An operator command run through CliRunner swaps sys.stdout while a
+    # function may be flushing its metrics.
+    with Sandbox(azs=1, pool_per_az=0) as sb:
+        dispatcher = sb.stack.physical["DispatchEventFunction"]  # type: ignore[union-attr]
+        caller = io.StringIO()
+        with redirect_stdout(caller):  # a malformed event: the dispatcher counts EventRejected
+            sb.client("lambda").invoke(
+                FunctionName=dispatcher,
+                Payload=json.dumps(load_event("malformed-lifecycle-action")),
+            )
+        assert caller.getvalue() == ""
+        assert any('"EventRejected"' in line for line in sb.lambdas.logs[dispatcher])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from enipin_core.events import LAUNCHING, TERMINATING
+from enipin_core.names import LAUNCHING, TERMINATING
 from enipin_core.pool import Eni
 from enipin_core.reconcile import PIN, RELEASE, RESUME, RESUME_AFTER, Member, Snapshot, plan
 

@@ -26,6 +26,8 @@ from enipin_lab.sandbox import Sandbox
 Factory = Callable[..., Sandbox]
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+# How a launch run ends that gave an ENI back before giving its action up
+RELEASED_THEN_ABANDONED = ["ReleaseEni", "AbandonLaunch", "LaunchFailed"]
 
 
 def endings(sb: Sandbox, instance_id: str) -> list[tuple[str, str, str]]:
@@ -184,11 +186,7 @@ def test_keep_an_eni_kept_through_the_warm_pool_is_given_back_when_its_launch_ou
             for e in sb.executions()
             if e["name"].startswith(instance_id) and e["status"] == "FAILED"
         ]
-        assert path_of(sb, launch_out["executionArn"])[-3:] == [
-            "ReleaseEni",
-            "AbandonLaunch",
-            "LaunchFailed",
-        ]
+        assert path_of(sb, launch_out["executionArn"])[-3:] == RELEASED_THEN_ABANDONED
     assert left_for_ec2(sb) == []
     assert not timed_out(sb)
 
@@ -218,9 +216,7 @@ def test_keep_an_eni_kept_through_the_warm_pool_is_given_back_when_validation_it
     (failed,) = [e for e in sb.executions() if e["status"] == "FAILED"]
     assert path_of(sb, failed["executionArn"])[-4:] == [
         "ReadActionFromEvent",
-        "ReleaseEni",
-        "AbandonLaunch",
-        "LaunchFailed",
+        *RELEASED_THEN_ABANDONED,
     ]
     assert failed["name"].split("-launch-")[0] in kept
     assert left_for_ec2(sb) == []
@@ -380,11 +376,7 @@ def test_an_attach_landing_after_the_terminate_run_looked_is_released_before_ec2
     # THEN the ENI the attach put on the dying instance came off before EC2 had to free it
     assert victim
     (launch,) = sb.executions()
-    assert path_of(sb, launch["executionArn"])[-3:] == [
-        "ReleaseEni",
-        "AbandonLaunch",
-        "LaunchFailed",
-    ]
+    assert path_of(sb, launch["executionArn"])[-3:] == RELEASED_THEN_ABANDONED
     assert left_for_ec2(sb) == []
     assert not timed_out(sb)
 
