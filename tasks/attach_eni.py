@@ -1,4 +1,5 @@
-"""AttachEni: attach the first candidate EC2 grants; a lost race moves to the next one."""
+"""AttachEni: attach the first candidate EC2 grants; a lost race moves to the next one. Then ask
+Auto Scaling whether the instance has begun to leave, and take the ENI straight off if so."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import DeviceIndexInUse, InstanceTerminating
 from enipin_core.lifecycle import is_leaving, lifecycle_state
-from enipin_core.pool import Eni, Instance, attach_first_free, pool_enis_on
+from enipin_core.pool import Eni, Instance, attach_first_free, detach_if_still_on, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
 from enipin_core.waiting import TaskInput
@@ -20,7 +21,6 @@ def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
     instance = Instance.from_dict(state["instance"])
     candidates = [Eni.from_dict(c) for c in state["candidates"]]
-    _refuse_a_dying_instance(autoscaling, instance.id)
     try:
         outcome = attach_first_free(ec2, instance, candidates, settings.device_index)
     except DeviceIndexInUse:
@@ -37,16 +37,22 @@ def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
         logger.info("every candidate was taken", extra={"racesLost": outcome.races_lost})
         return result
     logger.info("attached", extra={"eni": outcome.eni.id, "racesLost": outcome.races_lost})
+    _take_off_a_dying_instance(ec2, autoscaling, instance.id, outcome.eni)
     return result | {"eni": outcome.eni.to_dict(), "attachedHere": outcome.attached_here}
 
 
-def _refuse_a_dying_instance(autoscaling: Any, instance_id: str) -> None:
-    """Its termination may have begun since the instance was described: a terminate run that
-    looked before this attach lands would let the instance go with the ENI on it, for EC2 to
-    free. Ask Auto Scaling, the moment before attaching."""
+def _take_off_a_dying_instance(ec2: Any, autoscaling: Any, instance_id: str, eni: Eni) -> None:
+    """A terminate run looks for pool ENIs once. Its look may have come before this attach
+    landed (the attach may wait out lost races and throttling, or the whole invocation may
+    stall), and then it lets the instance go with the ENI on it. Auto Scaling marks the
+    instance Terminating before it emits the event that starts that run, so asking after the
+    attach closes the window that asking before it leaves open; and it costs the same call."""
     where = lifecycle_state(autoscaling, instance_id)
-    if is_leaving(where):
-        raise InstanceTerminating(f"{instance_id} is {where or 'out of the group'}: not attached")
+    if not is_leaving(where):
+        return
+    released = detach_if_still_on(ec2, eni.id, instance_id, eni.attachment_id)
+    logger.info("instance left while attaching", extra={"eni": eni.id, "released": released})
+    raise InstanceTerminating(f"{instance_id} is {where or 'out of the group'}: ENI taken off")
 
 
 @task_handler

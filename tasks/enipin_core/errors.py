@@ -58,6 +58,11 @@ class InstanceTerminating(EnipinError):
     """The instance left the launch for termination before it could be put in service."""
 
 
+class EniAttachedSinceLook(EnipinError):
+    """A pool ENI landed on the terminating instance after the run looked for them (a launch
+    run's attach that was in flight): the run looks again instead of letting it go with it."""
+
+
 class EniStuckDetaching(EnipinError):
     """A pool ENI did not come off the terminating instance, even with a forced detach."""
 

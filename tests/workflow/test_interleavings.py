@@ -6,6 +6,7 @@ a round goes on."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -377,6 +378,92 @@ def test_an_attach_landing_after_the_terminate_run_looked_is_released_before_ec2
     assert victim
     (launch,) = sb.executions()
     assert path_of(sb, launch["executionArn"])[-3:] == RELEASED_THEN_ABANDONED
+    assert left_for_ec2(sb) == []
+    assert not timed_out(sb)
+
+
+def terminate_path(sb: Sandbox) -> list[str]:
+    runs = sb.executions("TerminateStateMachine")
+    return path_of(sb, runs[0]["executionArn"]) if runs else []
+
+
+def launch_path(sb: Sandbox) -> list[str]:
+    runs = sb.executions("LaunchStateMachine")
+    return path_of(sb, runs[0]["executionArn"]) if runs else []
+
+
+def terminate_the_only_instance(sb: Sandbox) -> str:
+    (instance_id,) = group_instances(sb)
+    sb.client("autoscaling").terminate_instance_in_auto_scaling_group(
+        InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
+    )
+    return instance_id
+
+
+def test_an_attach_landing_after_the_terminate_runs_look_is_found_by_its_second_look(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a launch run that asked Auto Scaling about its instance, then starved before its
+    # attach (chaos seed 36: about 100 AWS seconds between the two under load)
+    sb = sandbox(azs=1, pool_per_az=2)
+    victim: list[str] = []
+
+    def terminate_and_look_first(params: Any) -> None:
+        # WHEN the group terminates the instance and its terminate run looks (no ENI yet)
+        sb.ledger.before("ec2", "DescribeNetworkInterfaces", hold_the_next_look)
+        victim.append(terminate_the_only_instance(sb))
+        wait_until(lambda: "HasPoolEnis?" in terminate_path(sb), sb)
+        # ... the launch run's own look after its attach waits for the terminate run's next one
+        sb.ledger.before("auto-scaling", "DescribeAutoScalingInstances", after_second_look)
+
+    def hold_the_next_look(params: Any) -> None:
+        # ... and the attach lands, and shows in a describe (which lags it), before that look
+        sb.ledger.before("ec2", "DescribeNetworkInterfaces", once_attached)
+
+    def once_attached(params: Any) -> None:
+        wait_until(lambda: bool(pool_enis_on(sb, victim[0])), sb)
+
+    def after_second_look(params: Any) -> None:
+        wait_until(lambda: terminate_path(sb).count("FindPoolEnis") == 2, sb)
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", terminate_and_look_first)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the terminate run's look before CONTINUE found the ENI and released it
+    assert victim
+    second_look = terminate_path(sb)[terminate_path(sb).index("CompleteTermination") :]
+    assert second_look[:4] == ["CompleteTermination", "FindPoolEnis", "HasPoolEnis?", "DetachEnis"]
+    assert endings(sb, victim[0])[-1] == ("TERMINATING", "CompleteLifecycleAction", "CONTINUE")
+    assert left_for_ec2(sb) == []
+    assert not timed_out(sb)
+
+
+def test_an_attach_landing_after_the_terminate_runs_last_look_is_taken_off_by_the_launch_run(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a launch run whose attach is held up, as above
+    sb = sandbox(azs=1, pool_per_az=2)
+    victim: list[str] = []
+    looked_last = threading.Event()
+
+    def terminate_and_look_twice_first(params: Any) -> None:
+        # WHEN the instance is terminated and its terminate run looks, twice, before the attach
+        # lands, and only then lets the termination go on
+        victim.append(terminate_the_only_instance(sb))
+        wait_until(looked_last.is_set, sb)
+
+    def continue_once_attach_eni_ended(params: Any) -> None:
+        looked_last.set()
+        wait_until(lambda: bool({"IsEniAttached?", "ReleaseEni"} & set(launch_path(sb))), sb)
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", terminate_and_look_twice_first)
+    sb.ledger.before("auto-scaling", "CompleteLifecycleAction", continue_once_attach_eni_ended)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN AttachEni, asking Auto Scaling after its attach, took the ENI off at once
+    assert victim
+    assert launch_path(sb)[-4:] == ["AttachEni", *RELEASED_THEN_ABANDONED]
+    assert endings(sb, victim[0])[-1] == ("TERMINATING", "CompleteLifecycleAction", "CONTINUE")
     assert left_for_ec2(sb) == []
     assert not timed_out(sb)
 
