@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import DeviceIndexInUse, InstanceTerminating
-from enipin_core.lifecycle import is_leaving, lifecycle_state
+from enipin_core.lifecycle import lifecycle_state, may_carry_eni
 from enipin_core.pool import Eni, Instance, attach_first_free, detach_if_still_on, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
@@ -37,21 +37,24 @@ def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
         logger.info("every candidate was taken", extra={"racesLost": outcome.races_lost})
         return result
     logger.info("attached", extra={"eni": outcome.eni.id, "racesLost": outcome.races_lost})
-    _take_off_a_dying_instance(ec2, autoscaling, instance.id, outcome.eni)
+    _take_off_if_it_may_not_stay(ec2, autoscaling, instance.id, outcome.eni, settings)
     return result | {"eni": outcome.eni.to_dict(), "attachedHere": outcome.attached_here}
 
 
-def _take_off_a_dying_instance(ec2: Any, autoscaling: Any, instance_id: str, eni: Eni) -> None:
+def _take_off_if_it_may_not_stay(
+    ec2: Any, autoscaling: Any, instance_id: str, eni: Eni, settings: Settings
+) -> None:
     """A terminate run looks for pool ENIs once. Its look may have come before this attach
     landed (the attach may wait out lost races and throttling, or the whole invocation may
-    stall), and then it lets the instance go with the ENI on it. Auto Scaling marks the
-    instance Terminating before it emits the event that starts that run, so asking after the
-    attach closes the window that asking before it leaves open; and it costs the same call."""
+    stall), and then it lets the instance go with the ENI on it, or back into a warm pool that
+    keeps none. Auto Scaling moves the instance on before it emits the event that starts that
+    run, so asking after the attach closes the window that asking before it leaves open; and it
+    costs the same call."""
     where = lifecycle_state(autoscaling, instance_id)
-    if not is_leaving(where):
+    if may_carry_eni(where, settings.warm_pool_keeps_eni):
         return
     released = detach_if_still_on(ec2, eni.id, instance_id, eni.attachment_id)
-    logger.info("instance left while attaching", extra={"eni": eni.id, "released": released})
+    logger.info("instance moved on while attaching", extra={"eni": eni.id, "released": released})
     raise InstanceTerminating(f"{instance_id} is {where or 'out of the group'}: ENI taken off")
 
 

@@ -26,7 +26,7 @@ from enipin_core.waiting import TaskInput
 def complete(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     if not state.get("lifecycle"):  # a replay or repair with no action waiting
         return {**state, "lifecycleResult": None}
-    if not state.get("error"):
+    if state.get("action") == "RELEASE" and not state.get("error"):  # not into a pool that keeps
         _refuse_an_eni_attached_since_look(ec2, state)
     outcome = complete_action(autoscaling, state["lifecycle"], "CONTINUE")
     if state.get("error"):

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
-from enipin_core.lifecycle import is_waiting, lifecycle_state
+from enipin_core.lifecycle import lifecycle_state, may_carry_eni, still_holds
 from enipin_core.pool import detach, detach_if_still_on, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
@@ -20,12 +20,15 @@ from enipin_core.waiting import TaskInput
 
 @named_aws_errors
 def release(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings.of_run(state)
     eni = state.get("eni")
     if eni and state.get("attachedHere"):
+        if _stays(autoscaling, state, settings):
+            logger.info("the action moved on without this run: the ENI stays", extra={"eni": eni})
+            return {**state, "released": False}
         released = detach_if_still_on(ec2, eni["id"], state["instanceId"], eni.get("attachmentId"))
         logger.info("release after failure", extra={"eni": eni["id"], "released": released})
         return {**state, "released": released}
-    settings = Settings.of_run(state)
     if not _abandoned_with_it(autoscaling, state, settings):
         return {**state, "released": False}
     # Whatever pool ENI the instance carries: the run may not have looked (ValidateEvent
@@ -36,17 +39,32 @@ def release(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]
     return {**state, "released": released}
 
 
+def _stays(autoscaling: Any, state: dict[str, Any], settings: Settings) -> bool:
+    """Does the ENI this run attached stay? Not while this run's action still waits: the run
+    gives it up. Once the action has moved on without the run (another run let the instance
+    into service, or a scale-in sent it back to a warm pool that keeps ENIs: chaos seed 319),
+    where the instance is now decides, as for any attach."""
+    lifecycle = state.get("lifecycle")
+    if lifecycle and still_holds(autoscaling, lifecycle):
+        return False
+    where = lifecycle_state(autoscaling, state["instanceId"])
+    if not lifecycle:  # a replay's own pin that failed: only a warm pool that keeps ENIs keeps it
+        return where is not None and where.startswith("Warmed:") and settings.warm_pool_keeps_eni
+    return may_carry_eni(where, settings.warm_pool_keeps_eni)
+
+
 def _abandoned_with_it(autoscaling: Any, state: dict[str, Any], settings: Settings) -> bool:
     """Will the instance be terminated with an ENI this run did not attach? Only when this run
-    gives a still-waiting action up with ABANDON: an instance another run let into service
-    keeps it."""
+    gives its still-waiting action up with ABANDON: an instance another run let into service
+    keeps it, and so does one a scale-in sent back to the warm pool, whose state
+    (``Warmed:Pending:Wait``) a launch action shares (chaos seed 368): the heartbeat asks after
+    this very action."""
     lifecycle = state.get("lifecycle")
     if not lifecycle:  # a replay or repair without an action leaves the instance as it is
         return False
     if settings.launch_failure_result != "ABANDON":
         return False
-    where = lifecycle_state(autoscaling, state["instanceId"])
-    return is_waiting(where, lifecycle["transition"])
+    return still_holds(autoscaling, lifecycle)
 
 
 @task_handler

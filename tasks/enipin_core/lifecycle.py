@@ -71,6 +71,21 @@ def is_leaving(state: str | None) -> bool:
     return state is None or "Terminat" in state
 
 
+def may_carry_eni(state: str | None, warm_pool_keeps_eni: bool) -> bool:
+    """May an instance in ``state`` carry a pool ENI? Not once it is leaving; in the warm pool
+    only where the deployment keeps ENIs there (``WarmPoolEni=KEEP``)."""
+    if is_leaving(state):
+        return False
+    return warm_pool_keeps_eni or not (state or "").startswith("Warmed:")
+
+
+def still_holds(autoscaling: Any, action: dict[str, Any]) -> bool:
+    """Is this very action (its token names it) still pending? Asked with a heartbeat, the one
+    answer Auto Scaling gives per action: a state such as ``Warmed:Pending:Wait`` may be another
+    transition's action holding the instance. The heartbeat extends it, harmlessly."""
+    return record_heartbeat(autoscaling, action) == COMPLETED
+
+
 def transitions_holding(state: str | None) -> tuple[str, ...]:
     """The transitions whose lifecycle action may hold an instance in ``state``."""
     return WAITS.get(state or "", ())

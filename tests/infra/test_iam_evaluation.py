@@ -24,6 +24,7 @@ from typing import Any
 
 import parliament
 import pytest
+from click.testing import CliRunner
 from conftest import wait_until
 from iam_eval import (
     Authorization,
@@ -44,6 +45,7 @@ from iam_eval import (
 )
 from iam_grants import Grant, document_of, statements
 
+from enipin.cli import main
 from enipin_lab.sandbox import TEMPLATE, Sandbox
 from enipin_lab.sandbox.base import ACCOUNT_ID, REGION
 from enipin_lab.sandbox.deploy import Stack
@@ -178,6 +180,13 @@ def observation() -> Observation:
         Sandbox(azs=1, pool_per_az=1, agent_delay=100_000, parameters=failing) as sb,
     ):
         sb.scale_out(1)
+        sb.settle()
+        # the operator replays it (the agent still absent): a pin with no action, given up
+        # again, asks Auto Scaling where the instance is before it lets the ENI go
+        replayed = CliRunner().invoke(
+            main, ["--region", REGION, "executions", "replay", "--failed"]
+        )
+        assert replayed.exit_code == 0, replayed.output
         sb.settle()
         observe(sb, seen, AUTH)
     with recording_attachments(seen.world), Sandbox(azs=1, pool_per_az=1) as sb:
@@ -546,8 +555,9 @@ MUTATIONS: dict[str, tuple[Callable[[Resources], None], set[tuple[str, str, str]
     "heartbeats on another group": (
         set_resource(f"HeartbeatPolicy{GROUP.replace('-', '')}", "OnlyThisGroup", OTHER_GROUP),
         {(fn, HEARTBEAT, "autoScalingGroup")
-         for fn in ("RecordHeartbeatFunction", "ReconcilerFunction")},
-        {f"{role} OnlyThisGroup {HEARTBEAT}" for role in ("RecordHeartbeatRole", "ReconcilerRole")},
+         for fn in ("RecordHeartbeatFunction", "ReconcilerFunction", "ReleaseEniFunction")},
+        {f"{role} OnlyThisGroup {HEARTBEAT}"
+         for role in ("RecordHeartbeatRole", "ReconcilerRole", "ReleaseEniRole")},
     ),
     "an explicit Deny on pool ENIs": (
         denying_pool_enis, {("AttachEniFunction", ATTACH, "network-interface")}, POOL_ATTACH_IDLE,

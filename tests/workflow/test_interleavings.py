@@ -238,7 +238,13 @@ def test_a_run_giving_up_an_action_another_run_completed_leaves_the_in_service_e
     (eni,) = pool_enis_on(sb, instance_id)
     state = {
         "instanceId": instance_id,
-        "lifecycle": {"transition": LAUNCHING},
+        "lifecycle": {
+            "transition": LAUNCHING,
+            "groupName": sb.group_name,
+            "hookName": "enipin-launch",
+            "instanceId": instance_id,
+            "token": "4a6a7a3c-0000-4000-8000-000000000001",  # the finished action's
+        },
         "eni": {
             "id": eni["NetworkInterfaceId"],
             "attachmentId": eni["Attachment"]["AttachmentId"],
@@ -466,6 +472,104 @@ def test_an_attach_landing_after_the_terminate_runs_last_look_is_taken_off_by_th
     assert endings(sb, victim[0])[-1] == ("TERMINATING", "CompleteLifecycleAction", "CONTINUE")
     assert left_for_ec2(sb) == []
     assert not timed_out(sb)
+
+
+def test_keep_an_attach_landing_as_the_instance_goes_back_to_the_pool_stays_there(
+    sandbox: Factory,
+) -> None:
+    # GIVEN WarmPoolEni=KEEP, a direct launch whose attach is held up, and an agent that will
+    # never answer on it (chaos seed 319)
+    sb = sandbox(
+        azs=1,
+        pool_per_az=2,
+        max_size=1,
+        parameters={"WarmPoolEni": "KEEP", "AgentWaitSeconds": 120},
+    )
+    asg = sb.client("autoscaling")
+    returned: list[str] = []
+
+    def back_to_the_pool_first(params: Any) -> None:
+        # WHEN a scale-in sends the instance back to a warm pool (its launch action ends)
+        # and the attach lands while the terminate hook holds it there
+        (instance_id,) = group_instances(sb)
+        returned.append(instance_id)
+        sb.guests.set_faults(instance_id, {"agent_absent"})
+        asg.put_warm_pool(
+            AutoScalingGroupName=sb.group_name,
+            MinSize=0,
+            PoolState="Stopped",
+            InstanceReusePolicy={"ReuseOnScaleIn": True},
+        )
+        sb.ledger.before("auto-scaling", "CompleteLifecycleAction", once_attached)
+        sb.scale_in(1)
+        wait_until(lambda: warm_instances(sb).get(instance_id) == "Warmed:Pending:Wait", sb)
+
+    def once_attached(params: Any) -> None:
+        wait_until(lambda: sb.ledger.by_operation(outcome="ok")["ec2.AttachNetworkInterface"], sb)
+
+    sb.ledger.before("ec2", "AttachNetworkInterface", back_to_the_pool_first)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the warm instance keeps the ENI the policy says it keeps, though the launch run
+    # that attached it failed afterwards (its agent never came)
+    (instance_id,) = returned
+    (launch,) = sb.executions()
+    assert launch["status"] == "FAILED"
+    assert warm_instances(sb)[instance_id] == "Warmed:Stopped"
+    assert len(pool_enis_on(sb, instance_id)) == 1
+    assert not timed_out(sb)
+
+
+def test_keep_a_kept_eni_stays_when_a_scale_in_sends_its_failing_launch_back_to_the_pool(
+    sandbox: Factory,
+) -> None:
+    # GIVEN WarmPoolEni=KEEP: warm instances pinned on their way in, and agents that never
+    # answer once they start (chaos seed 368)
+    sb = sandbox(
+        azs=1,
+        pool_per_az=4,
+        max_size=2,
+        parameters={"WarmPoolEni": "KEEP", "AgentWaitSeconds": 120},
+    )
+    sb.client("autoscaling").put_warm_pool(
+        AutoScalingGroupName=sb.group_name,
+        MinSize=0,
+        PoolState="Stopped",
+        InstanceReusePolicy={"ReuseOnScaleIn": True},
+    )
+    sb.settle()
+    for instance_id in warm_instances(sb):
+        sb.guests.set_faults(instance_id, {"agent_absent"})
+    # WHEN one leaves the pool, and while its launch run waits for the agent, a scale-in sends
+    # it back, and that terminate event is lost: it waits in Warmed:Pending:Wait
+    sb.scale_out(1)
+    wait_until(lambda: len(leaving_the_pool(sb)) == 1, sb)
+    (instance_id,) = leaving_the_pool(sb)
+    wait_until(lambda: "CheckSsmAgent" in launch_path_of(sb, instance_id), sb)
+    sb.autoscaling.drop_next(1, TERMINATING)
+    sb.scale_in(1)
+    wait_until(lambda: warm_instances(sb).get(instance_id) == "Warmed:Pending:Wait", sb)
+    wait_until(lambda: "LaunchFailed" in launch_path_of(sb, instance_id), sb)
+    # THEN the failing launch run left the kept ENI alone: the action in that state is the
+    # terminate hook's, not its own; the round resumes that one, into the pool, ENI kept
+    assert len(pool_enis_on(sb, instance_id)) == 1
+    reconcile(sb)
+    sb.settle()
+    assert warm_instances(sb)[instance_id] == "Warmed:Stopped"
+    assert len(pool_enis_on(sb, instance_id)) == 1
+    assert endings(sb, instance_id)[-1] == ("TERMINATING", "CompleteLifecycleAction", "CONTINUE")
+    assert left_for_ec2(sb) == []
+
+
+def leaving_the_pool(sb: Sandbox) -> list[str]:
+    return [i for i, a in group_instances(sb).items() if a["LifecycleState"] == "Pending:Wait"]
+
+
+def launch_path_of(sb: Sandbox, instance_id: str) -> list[str]:
+    """The path of the instance's latest launch run."""
+    runs = [e for e in sb.executions() if e["name"].startswith(instance_id)]
+    runs.sort(key=lambda e: e["startDate"])
+    return path_of(sb, runs[-1]["executionArn"]) if runs else []
 
 
 def test_retry_back_off_in_two_throttling_episodes_counts_toward_the_heartbeat(
