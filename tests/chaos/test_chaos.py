@@ -25,6 +25,7 @@ from enipin_lab.chaos import (
     plan,
     shape_of,
 )
+from enipin_lab.chaos.planning import _desired_after
 from enipin_lab.sandbox import TEMPLATE, Sandbox
 from enipin_lab.sandbox.template import load as load_template
 
@@ -46,7 +47,7 @@ def test_eighty_seeds_draw_every_fault_and_keep_the_group_within_bounds() -> Non
         assert [s.index for s in steps] == list(range(len(steps)))
         desired = 0
         for step in steps:
-            desired = chaos._desired_after(step.fault, step.params, desired)
+            desired = _desired_after(step.fault, step.params, desired)
             assert 0 <= desired <= MAX_DESIRED, (seed, step)
         drawn |= {s.fault for s in steps}
     assert drawn == set(FAULTS)
@@ -194,7 +195,7 @@ def test_a_lifecycle_action_still_pending_once_the_run_settles_is_caught(
     sb.scale_out(1)
     assert world.wait(lambda: bool(sb.autoscaling.pending_actions()), 120)
     (instance_id,) = world.members()
-    monkeypatch.setattr(chaos, "SETTLE_TIMEOUT", 60.0)
+    monkeypatch.setattr("enipin_lab.chaos.invariants.SETTLE_TIMEOUT", 60.0)
     assert world.settle() is False  # the world never comes to rest
     world.check_converged()  # and the action still waits
     assert invariants(world) == ["lifecycle_action_pending", "lifecycle_action_pending"]
@@ -224,7 +225,9 @@ def test_a_run_that_crashes_itself_is_caught_and_reported_not_raised(
     def refused(self: ChaosWorld, params: dict[str, object]) -> list[str]:
         raise RuntimeError("the world refused the scale-out")
 
-    monkeypatch.setattr(chaos, "plan", lambda seed: [chaos.Step(0, "scale_out", {"count": 1}, 0.0)])
+    monkeypatch.setattr(
+        "enipin_lab.chaos.run.plan", lambda seed: [chaos.Step(0, "scale_out", {"count": 1}, 0.0)]
+    )
     monkeypatch.setattr(ChaosWorld, "_scale_out", refused)
     result = chaos.run_one(5)
     assert [(v.invariant, v.step) for v in result.violations] == [("run_crashed", 0)]
