@@ -334,3 +334,21 @@ def test_an_execution_stopped_the_moment_it_started_is_aborted(world: World) -> 
         world.sfn.stop_execution(executionArn=arn)
         done = finish(world.sb, arn)
         assert done["status"] == "ABORTED", (done.get("error"), done.get("cause"))
+
+
+def test_an_execution_listed_before_moto_starts_it_reads_running(world: World) -> None:
+    # moto appends a new execution to its state machine's list before it starts it, with no
+    # status yet (chaos seed 377 crashed there); AWS answers RUNNING once StartExecution has
+    # accepted it. GIVEN an execution caught in that moment (its status taken back to none)
+    arn = world.start("listed-early", pause=FOREVER)
+    backend = get_backend(ACCOUNT_ID, REGION)
+    execution = backend.describe_execution(arn)
+    status = execution.exec_status
+    execution.exec_status = None
+    try:
+        # THEN both readers answer RUNNING rather than fail
+        assert world.listed(arn)["status"] == "RUNNING"
+        assert describe(world.sb, arn)["status"] == "RUNNING"
+    finally:
+        execution.exec_status = status
+    world.stop(arn)

@@ -4,6 +4,7 @@ shape built, each step acted and checked, then the run settled and checked again
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -77,7 +78,8 @@ def run_one(seed: int, guest_mode: str = "model") -> RunResult:
             world.check_converged()
         except Exception as exc:  # one broken run must not hide the others' results
             where = None if step is None else step.index
-            world.flag("run_crashed", where, f"{type(exc).__name__}: {exc}")
+            trace = traceback.format_exc(limit=8)  # kept: a seed does not fix an interleaving
+            world.flag("run_crashed", where, f"{type(exc).__name__}: {exc}\n{trace}")
         return RunResult(
             seed=seed,
             shape=shape,

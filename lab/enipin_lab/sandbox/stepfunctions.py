@@ -198,6 +198,10 @@ def _restart(execution: Execution, count: int, now: dt.datetime) -> None:
     thread.start()
 
 
+def _status_or_running(execution: Execution) -> str:
+    return str((execution.exec_status or ExecutionStatus.RUNNING).value)
+
+
 def _engine_execution(backend: StepFunctionBackend, execution_arn: str) -> Execution | None:
     """The execution as moto's ASL engine runs it (None with the engine off: nothing ran)."""
     execution = backend.describe_execution(execution_arn)  # ExecutionDoesNotExist as on AWS
@@ -218,6 +222,10 @@ class StepFunctionsFidelity:
         self._install_names(stack)
         self._install_redrive(stack)
         self._install_context(stack)
+        # moto lists a new execution before it starts it, with no status yet: a concurrent
+        # ListExecutions or DescribeExecution then fails (chaos seed 377). AWS answers RUNNING
+        # for an execution StartExecution has accepted.
+        stack.enter_context(patch.object(Execution, "status", property(_status_or_running)))
 
     # -- names -------------------------------------------------------------------------------
 
