@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from enipin.cli.console import OneLine
+from enipin.cli.doctor import doctor
 from enipin.cli.executions import executions
 from enipin.cli.options import Target
 from enipin.cli.pool import pool
@@ -45,6 +46,7 @@ def main(ctx: click.Context, profile: str | None, region: str | None, stack: str
     ctx.obj = Target(profile=profile, region=region, stack=stack)
 
 
+main.add_command(doctor)
 main.add_command(executions)
 main.add_command(pool)
 main.add_command(reconcile)

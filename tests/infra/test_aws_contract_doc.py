@@ -27,6 +27,10 @@ SERVICES = {
     "sfn": "Step Functions",
     "cloudformation": "CloudFormation",
     "lambda": "Lambda",
+    "eventbridge": "EventBridge",
+    "events": "EventBridge",
+    "sqs": "SQS",
+    "iam": "IAM",
 }
 CLI = "enipin-cli"
 ROW = re.compile(r"^\| `(?P<op>[A-Za-z]+)` \((?P<service>[^)]+)\)(?P<rest>.*)$")
@@ -56,6 +60,7 @@ def operations() -> Iterator[set[tuple[str, str]]]:
                 ("pool", "status"),
                 ("pool", "check", "--asg", sb.group_name),
                 ("reconcile", "--dry-run"),
+                ("doctor",),
             ):
                 result = CliRunner().invoke(main, ["--region", "us-east-1", *args])
                 assert result.exit_code in (0, 1), result.output

@@ -162,6 +162,7 @@ class Deployer:
         globals_fn = template.get("Globals", {}).get("Function", {})
         for kind, create in (
             ("AWS::SSM::Document", self._document),
+            ("AWS::SQS::Queue", self._queue),
             ("AWS::Serverless::LayerVersion", self._layer),
             ("AWS::Serverless::Function", self._function),
             ("AWS::Serverless::StateMachine", self._state_machine),
@@ -315,6 +316,14 @@ class Deployer:
         targets = [{"Id": t["Id"], "Arn": t["Arn"]} for t in props.get("Targets", [])]
         if targets:
             events.put_targets(Rule=name, Targets=targets)
+
+    def _queue(self, stack: Stack, logical: str, props: dict[str, Any], *_: Any) -> None:
+        """The queue itself (its URL is what Ref gives): operators read and purge it."""
+        retention = props.get("MessageRetentionPeriod")
+        attributes = {"MessageRetentionPeriod": str(retention)} if retention else {}
+        self._session.client("sqs").create_queue(
+            QueueName=stack.physical[logical], Attributes=attributes
+        )
 
     def _put_rule(self, name: str, props: dict[str, Any], target_arn: str) -> None:
         events = self._session.client("events")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,11 @@ class World:
         image = ec2.register_image(Name="enipin-sandbox", RootDeviceName="/dev/xvda")["ImageId"]
         ec2.create_launch_template(
             LaunchTemplateName=f"{self.spec.group_name}-lt",
-            LaunchTemplateData={"ImageId": image, "InstanceType": self.spec.instance_type},
+            LaunchTemplateData={
+                "ImageId": image,
+                "InstanceType": self.spec.instance_type,
+                "IamInstanceProfile": {"Name": self._instance_profile()},
+            },
         )
         boto3.client("autoscaling", region_name=REGION).create_auto_scaling_group(
             AutoScalingGroupName=self.spec.group_name,
@@ -72,3 +77,45 @@ class World:
             DesiredCapacity=0,
             VPCZoneIdentifier=",".join(self.subnets.values()),
         )
+
+    def _instance_profile(self) -> str:
+        """What the SSM Agent needs to register, as AWS's setup guide has it: an instance
+        profile whose role grants the core of AmazonSSMManagedInstanceCore. moto does not load
+        AWS's managed policies, so the role carries those actions as its own policy."""
+        iam = boto3.client("iam", region_name=REGION)
+        name = f"{self.spec.group_name}-instance"
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "ec2.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+        core = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": [
+                        "ssm:UpdateInstanceInformation",
+                        "ssmmessages:CreateControlChannel",
+                        "ssmmessages:CreateDataChannel",
+                        "ssmmessages:OpenControlChannel",
+                        "ssmmessages:OpenDataChannel",
+                        "ec2messages:*",
+                    ],
+                    "Resource": "*",
+                }
+            ],
+        }
+        arn = iam.create_policy(PolicyName=f"{name}-ssm-core", PolicyDocument=json.dumps(core))[
+            "Policy"
+        ]["Arn"]
+        iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+        iam.create_instance_profile(InstanceProfileName=name)
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+        return name
