@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from enipin.deployment import Deployment
 from enipin.errors import OperatorError
-from enipin_core.lifecycle import is_waiting
+from enipin_core.lifecycle import is_leaving, is_waiting
 from enipin_core.names import TRANSITIONS, instance_in_name
 
 FINAL_FAILURES = ("FAILED", "ABORTED", "TIMED_OUT")
@@ -259,8 +259,8 @@ class Standing:
 
     @property
     def gone(self) -> bool:
-        return self.ec2_state in (None, "shutting-down", "terminated") or (
-            self.lifecycle_state is None or self.lifecycle_state.startswith("Terminat")
+        return self.ec2_state in (None, "shutting-down", "terminated") or is_leaving(
+            self.lifecycle_state
         )
 
     def to_dict(self) -> dict[str, Any]:

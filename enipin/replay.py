@@ -27,7 +27,7 @@ from enipin.executions import (
     list_executions,
     standing,
 )
-from enipin_core.names import replay_prefix
+from enipin_core.names import TRANSITIONS, replay_prefix
 
 REDRIVE = "redrive"
 REPLAY = "replay"
@@ -137,7 +137,7 @@ def replay_name(execution: Execution, taken: set[str]) -> str:
     attempt, so concurrent replays of one action collide instead of both running."""
     detail = execution.input.get("detail") or {}
     token = str(detail.get("LifecycleActionToken", ""))
-    prefix = replay_prefix(str(execution.instance), execution.transition, token)
+    prefix = replay_prefix(str(execution.instance), TRANSITIONS[execution.transition], token)
     attempt = 1 + sum(1 for name in taken if name.startswith(prefix))
     return f"{prefix}{attempt}"
 

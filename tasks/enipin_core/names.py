@@ -33,10 +33,10 @@ def repair_name(instance_id: str, transition: str, at: datetime) -> str:
     return f"{instance_id}-{KINDS[transition]}-repair-{at:%Y%m%dT%H%M%S}"
 
 
-def replay_prefix(instance_id: str, kind: str, token: str) -> str:
-    """``<instance>-<kind>-<token>-r``, followed by the attempt: one name per action and
-    attempt, so concurrent replays of one action collide instead of both running."""
-    return f"{instance_id}-{kind}-{token[:36]}-r"
+def replay_prefix(instance_id: str, transition: str, token: str) -> str:
+    """``<instance>-<launch|terminate>-<token>-r``, followed by the attempt: one name per
+    action and attempt, so concurrent replays of one action collide instead of both running."""
+    return f"{instance_id}-{KINDS[transition]}-{token[:36]}-r"
 
 
 def instance_in_name(name: str) -> str | None:
