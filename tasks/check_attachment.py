@@ -11,7 +11,7 @@ from enipin_core.errors import AttachmentNotReady
 from enipin_core.pool import describe_eni
 from enipin_core.settings import Settings
 from enipin_core.telemetry import task_handler
-from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
+from enipin_core.waiting import TaskInput, WaitProgress, after_poll, heartbeat_as_of
 
 
 @named_aws_errors
@@ -25,7 +25,7 @@ def check(ec2: Any, task: TaskInput) -> dict[str, Any]:
     if eni.instance_id not in (None, instance_id):
         raise AttachmentNotReady(f"{eni_id} is attached to {eni.instance_id}, not {instance_id}")
     wait = WaitProgress.from_dict(state.get("attachWait"))
-    beat = Heartbeat.of(state).to_dict()
+    beat = heartbeat_as_of(task, settings.heartbeat_timeout)
     ours = eni.instance_id == instance_id
     if not (ours and eni.attachment_status == "attached"):
         # attaching, or not shown yet: EC2's describes are eventually consistent and may lag

@@ -11,7 +11,7 @@ from enipin_core.errors import SsmAgentNotOnline
 from enipin_core.settings import Settings
 from enipin_core.telemetry import task_handler
 from enipin_core.verification import agent_online
-from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll
+from enipin_core.waiting import TaskInput, WaitProgress, after_poll, heartbeat_as_of
 
 
 @named_aws_errors
@@ -23,7 +23,7 @@ def check(ssm: Any, task: TaskInput) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
     online = agent_online(ssm, state["instanceId"]) and "agentLost" not in task.state
     wait = WaitProgress.from_dict(state.get("agentWait"))
-    beat = Heartbeat.of(state).to_dict()
+    beat = heartbeat_as_of(task, settings.heartbeat_timeout)
     if not online:
         if wait.exhausted(settings.agent_wait_seconds, task.now):
             raise SsmAgentNotOnline(

@@ -118,6 +118,17 @@ class Heartbeat:
         return {"at": self.at, "due": self.due}
 
 
+def heartbeat_as_of(task: TaskInput, heartbeat_timeout: int) -> dict[str, Any]:
+    """The run's heartbeat as of now, on a poll that found what it waited for: a run that keeps
+    making progress, only slowly (Lambda retries, a throttled account), owes heartbeats too,
+    and its Choice takes the wait's heartbeat state before it moves on. A run without an action
+    (a replay's pin) owes none."""
+    beat = Heartbeat.of(task.state)
+    if not task.state.get("lifecycle"):
+        return beat.to_dict()
+    return beat.seen_at(task.now, heartbeat_timeout).to_dict()
+
+
 def after_poll(
     task: TaskInput, wait: WaitProgress, heartbeat_timeout: int
 ) -> tuple[WaitProgress, dict[str, Any]]:

@@ -572,6 +572,25 @@ def launch_path_of(sb: Sandbox, instance_id: str) -> list[str]:
     return path_of(sb, runs[-1]["executionArn"]) if runs else []
 
 
+def test_a_run_that_only_progresses_slowly_still_heartbeats_its_action(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a 300 s hook, an attach and an agent that are ready at the first look, and two
+    # calls that each take 200 s to answer (a starved or throttled account): no wait ever finds
+    # its thing missing, so no wait's own heartbeat branch is taken (chaos seeds 3 and 195)
+    sb = sandbox(azs=1, pool_per_az=1, attach_delay=0.0, agent_delay=0.0)
+    for service, operation in (("ec2", "AttachNetworkInterface"), ("ssm", "SendCommand")):
+        sb.ledger.before(service, operation, lambda params: sb.clock.sleep(200))
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the run heartbeat on the way, and its action ended by its CONTINUE, not a timeout
+    (instance_id,) = in_service(sb)
+    assert not timed_out(sb), endings(sb, instance_id)
+    assert endings(sb, instance_id) == [("LAUNCHING", "CompleteLifecycleAction", "CONTINUE")]
+    (launch,) = sb.executions()
+    assert "HeartbeatWhileAttaching" in path_of(sb, launch["executionArn"])
+
+
 def test_retry_back_off_in_two_throttling_episodes_counts_toward_the_heartbeat(
     sandbox: Factory,
 ) -> None:
