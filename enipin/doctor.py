@@ -477,7 +477,7 @@ def check_agents(dep: Deployment, name: str, raw: dict[str, Any]) -> Finding:
 
 
 def check_executions(dep: Deployment) -> Finding:
-    runs = [r for r in list_executions(dep, None, RECENT) if r.transition == "launch"]
+    runs = [r for r in list_executions(dep, None, RECENT) if r.workflow == "launch"]
     done = [r for r in runs if r.status != "RUNNING"]
     failed = [r for r in done if r.status in FINAL_FAILURES]
     if not failed:

@@ -26,7 +26,7 @@ STATUSES = ("RUNNING", "SUCCEEDED", *FINAL_FAILURES, "PENDING_REDRIVE")
 class Execution:
     arn: str
     name: str
-    transition: str
+    workflow: str  # launch or terminate (names.KINDS): the state machine it ran in
     status: str
     start: datetime
     stop: datetime | None = None
@@ -40,7 +40,7 @@ class Execution:
     redrive_count: int = 0
 
     def row(self) -> dict[str, Any]:
-        keys = ("name", "instance", "transition", "status", "failed_state", "error", "start")
+        keys = ("name", "instance", "workflow", "status", "failed_state", "error", "start")
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,16 +66,16 @@ def list_executions(
     sfn = dep.client("stepfunctions")
     cutoff = datetime.now(UTC) - since if since else None
     found: list[Execution] = []
-    for transition, machine in dep.state_machines().items():
+    for workflow, machine in dep.state_machines().items():
         kwargs: dict[str, Any] = {"stateMachineArn": machine}
         if status:
             kwargs["statusFilter"] = status
-        found += _listed(sfn, transition, kwargs, cutoff)
+        found += _listed(sfn, workflow, kwargs, cutoff)
     return sorted(found, key=lambda e: e.start, reverse=True)
 
 
 def _listed(
-    sfn: Any, transition: str, kwargs: dict[str, Any], cutoff: datetime | None
+    sfn: Any, workflow: str, kwargs: dict[str, Any], cutoff: datetime | None
 ) -> list[Execution]:
     """Step Functions lists newest first: stop paging at the first run before the cutoff."""
     found: list[Execution] = []
@@ -83,26 +83,26 @@ def _listed(
         for item in page["executions"]:
             if cutoff and item["startDate"] < cutoff:
                 return found
-            found.append(_summary(sfn, transition, item))
+            found.append(_summary(sfn, workflow, item))
     return found
 
 
-def _summary(sfn: Any, transition: str, item: dict[str, Any]) -> Execution:
+def _summary(sfn: Any, workflow: str, item: dict[str, Any]) -> Execution:
     named = instance_in_name(item["name"])
     if named and item["status"] not in FINAL_FAILURES:
         return Execution(
             arn=item["executionArn"],
             name=item["name"],
-            transition=transition,
+            workflow=workflow,
             status=item["status"],
             start=item["startDate"],
             stop=item.get("stopDate"),
             instance=named,
         )
-    return describe(sfn, item["executionArn"], transition)
+    return describe(sfn, item["executionArn"], workflow)
 
 
-def describe(sfn: Any, arn: str, transition: str) -> Execution:
+def describe(sfn: Any, arn: str, workflow: str) -> Execution:
     desc = sfn.describe_execution(executionArn=arn)
     data = json.loads(desc.get("input") or "{}")
     failed_state = stopped_in = None
@@ -111,7 +111,7 @@ def describe(sfn: Any, arn: str, transition: str) -> Execution:
     return Execution(
         arn=arn,
         name=desc["name"],
-        transition=transition,
+        workflow=workflow,
         status=desc["status"],
         start=desc["startDate"],
         stop=desc.get("stopDate"),
@@ -132,21 +132,21 @@ def find(dep: Deployment, ref: str) -> Execution:
     machines = dep.state_machines()
     if ref.startswith("arn:"):
         machine_name = ref.split(":")[-2]
-        for transition, machine in machines.items():
+        for workflow, machine in machines.items():
             if machine.split(":")[-1] == machine_name:
-                return _describe_or_none(sfn, ref, transition) or _unknown(ref)
+                return _describe_or_none(sfn, ref, workflow) or _unknown(ref)
         raise OperatorError(f"{ref} is not an execution of stack {dep.stack}'s workflows")
-    for transition, machine in machines.items():
+    for workflow, machine in machines.items():
         arn = machine.replace(":stateMachine:", ":execution:") + f":{ref}"
-        found = _describe_or_none(sfn, arn, transition)
+        found = _describe_or_none(sfn, arn, workflow)
         if found:
             return found
     return _unknown(ref)
 
 
-def _describe_or_none(sfn: Any, arn: str, transition: str) -> Execution | None:
+def _describe_or_none(sfn: Any, arn: str, workflow: str) -> Execution | None:
     try:
-        return describe(sfn, arn, transition)
+        return describe(sfn, arn, workflow)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("ExecutionDoesNotExist", "InvalidArn"):
             return None

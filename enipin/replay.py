@@ -44,7 +44,7 @@ class Decision:
         return {
             "execution": self.execution.name,
             "instance": self.execution.instance,
-            "transition": self.execution.transition,
+            "workflow": self.execution.workflow,
             "status": self.execution.status,
             "decision": self.action,
             "reason": self.reason,
@@ -59,7 +59,7 @@ def decide(execution: Execution, now: Standing | None, fail_states: frozenset[st
         return decision(SKIP, f"still {execution.status.lower().replace('_', ' ')}")
     if now is None:
         return decision(SKIP, "its input is not a lifecycle action of an instance")
-    pending = now.action_pending(execution.transition)
+    pending = now.action_pending(execution.workflow)
     redrivable = execution.redrive_status == "REDRIVABLE"
     if pending and redrivable and execution.stopped_in not in fail_states:
         return decision(REDRIVE, f"action still pending: resume at {execution.stopped_in}")
@@ -68,7 +68,7 @@ def decide(execution: Execution, now: Standing | None, fail_states: frozenset[st
     if now.gone:
         where = now.ec2_state or "unknown to EC2"
         return decision(SKIP, f"instance {where}, out of the group: nothing to replay")
-    if execution.transition == "terminate":
+    if execution.workflow == "terminate":
         return decision(SKIP, f"instance is {now.lifecycle_state}: no termination to release")
     if now.pool_enis:
         return decision(REPLAY, f"{now.lifecycle_state} with {now.pool_enis[0]['eni']}: verify it")
@@ -81,10 +81,10 @@ def plan(dep: Deployment, executions: list[Execution]) -> list[Decision]:
     """One decision per instance and transition (the newest run asked for), and none while
     another run for it is live: two runs pinning one instance would fight over it."""
     sfn = dep.client("stepfunctions")
-    live = {(e.instance, e.transition) for e in list_executions(dep, "RUNNING", None)}
+    live = {(e.instance, e.workflow) for e in list_executions(dep, "RUNNING", None)}
     decisions, seen = [], set()
     for execution in sorted(executions, key=lambda e: e.start, reverse=True):
-        key = (execution.instance, execution.transition)
+        key = (execution.instance, execution.workflow)
         if key in seen:
             continue
         seen.add(key)
@@ -92,7 +92,7 @@ def plan(dep: Deployment, executions: list[Execution]) -> list[Decision]:
             decisions.append(Decision(execution, SKIP, "another run for it is still running"))
             continue
         now = standing(dep, execution.instance) if execution.instance else None
-        machine = dep.state_machines()[execution.transition]
+        machine = dep.state_machines()[execution.workflow]
         decisions.append(decide(execution, now, _fail_states(sfn, machine)))
     return decisions
 
@@ -106,7 +106,7 @@ def carry_out(dep: Deployment, decision: Decision) -> str | None:
         return execution.arn
     if decision.action != REPLAY:
         return None
-    machine = dep.state_machines()[execution.transition]
+    machine = dep.state_machines()[execution.workflow]
     name = replay_name(execution, _names(sfn, machine))
     # No timestamp in the marker: two operators replaying at once send the same name and
     # input, and Step Functions hands both the one run.
@@ -137,7 +137,7 @@ def replay_name(execution: Execution, taken: set[str]) -> str:
     attempt, so concurrent replays of one action collide instead of both running."""
     detail = execution.input.get("detail") or {}
     token = str(detail.get("LifecycleActionToken", ""))
-    prefix = replay_prefix(str(execution.instance), TRANSITIONS[execution.transition], token)
+    prefix = replay_prefix(str(execution.instance), TRANSITIONS[execution.workflow], token)
     attempt = 1 + sum(1 for name in taken if name.startswith(prefix))
     return f"{prefix}{attempt}"
 
@@ -148,10 +148,10 @@ def still_relevant(executions: list[Execution], by: list[Execution]) -> list[Exe
     latest_success: dict[tuple[str | None, str], datetime] = {}
     for e in by:
         if e.status == "SUCCEEDED":
-            key = (e.instance, e.transition)
+            key = (e.instance, e.workflow)
             latest_success[key] = max(e.start, latest_success.get(key, e.start))
     return [
-        e for e in executions if latest_success.get((e.instance, e.transition), e.start) <= e.start
+        e for e in executions if latest_success.get((e.instance, e.workflow), e.start) <= e.start
     ]
 
 

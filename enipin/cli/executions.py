@@ -104,13 +104,13 @@ def _replay(
 
 # -- for people ----------------------------------------------------------------------------
 
-LIST_COLUMNS = ("name", "instance", "transition", "status", "failed_state", "error", "start")
+LIST_COLUMNS = ("name", "instance", "workflow", "status", "failed_state", "error", "start")
 
 
 def render_show(execution: ex.Execution, steps: list[ex.Step], now: ex.Standing | None) -> str:
     lines = [
         f"execution  {execution.name}",
-        f"workflow   {execution.transition}",
+        f"workflow   {execution.workflow}",
         f"status     {execution.status}"
         + (f" (redriven {execution.redrive_count}x)" if execution.redrive_count else ""),
         f"started    {execution.start:%Y-%m-%d %H:%M:%S}",
@@ -126,13 +126,13 @@ def render_show(execution: ex.Execution, steps: list[ex.Step], now: ex.Standing 
         ]
     if now is not None:
         enis = ", ".join(f"{e['eni']} ({e['mac']})" for e in now.pool_enis) or "none"
-        pending = now.action_pending(execution.transition)
+        pending = now.action_pending(execution.workflow)
         lines += [
             "",
             f"now        instance {now.instance} is {now.ec2_state or 'unknown to EC2'}, "
             f"{now.lifecycle_state or 'not in any group'}",
             f"           pool ENI: {enis}",
-            f"           {execution.transition} action: {'pending' if pending else 'not pending'}",
+            f"           {execution.workflow} action: {'pending' if pending else 'not pending'}",
         ]
     return "\n".join(lines)
 

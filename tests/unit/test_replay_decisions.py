@@ -15,11 +15,11 @@ FAIL_STATES = frozenset({"LaunchFailed", "ReleaseFailed"})
 TOKEN = "87654321-4321-4321-4321-210987654321"
 
 
-def run(transition: str = "launch", **fields: Any) -> Execution:
+def run(workflow: str = "launch", **fields: Any) -> Execution:
     values: dict[str, Any] = {
         "arn": "arn:aws:states:us-east-1:123456789012:execution:m:n",
-        "name": f"i-0123456789abcdef0-{transition}-{TOKEN}",
-        "transition": transition,
+        "name": f"i-0123456789abcdef0-{workflow}-{TOKEN}",
+        "workflow": workflow,
         "status": "FAILED",
         "start": datetime(2026, 11, 26, tzinfo=UTC),
         "instance": "i-0123456789abcdef0",
