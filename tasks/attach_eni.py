@@ -3,17 +3,18 @@ Auto Scaling whether the instance has begun to leave, and take the ENI straight 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
-from enipin_core.errors import DeviceIndexInUse, InstanceTerminating
-from enipin_core.lifecycle import lifecycle_state, may_carry_eni
+from enipin_core.errors import DeviceIndexInUse, InstanceTerminating, LaunchActionEnded
+from enipin_core.lifecycle import lifecycle_state, may_carry_eni, still_holds
 from enipin_core.pool import Eni, Instance, attach_first_free, detach_if_still_on, pool_enis_on
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
-from enipin_core.waiting import TaskInput
+from enipin_core.waiting import Heartbeat, TaskInput
 
 
 @named_aws_errors
@@ -21,6 +22,7 @@ def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_dict(state["settings"])
     instance = Instance.from_dict(state["instance"])
     candidates = [Eni.from_dict(c) for c in state["candidates"]]
+    state = _refuse_an_ended_action(autoscaling, state)
     try:
         outcome = attach_first_free(ec2, instance, candidates, settings.device_index)
     except DeviceIndexInUse:
@@ -39,6 +41,18 @@ def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     logger.info("attached", extra={"eni": outcome.eni.id, "racesLost": outcome.races_lost})
     _take_off_if_it_may_not_stay(ec2, autoscaling, instance.id, outcome.eni, settings)
     return result | {"eni": outcome.eni.to_dict(), "attachedHere": outcome.attached_here}
+
+
+def _refuse_an_ended_action(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """Attach only while the run's own action still waits, asked with a heartbeat (which also
+    extends it). A scale-in may have taken the instance while the run looked for an ENI; its
+    terminate run may look twice and continue between an attach and the look after it."""
+    lifecycle = state.get("lifecycle")
+    if not lifecycle:  # a replay's pin of an instance in service: no action to ask after
+        return state
+    if not still_holds(autoscaling, lifecycle):
+        raise LaunchActionEnded(f"{state['instanceId']}: its launch action ended; not attached")
+    return {**state, "heartbeat": Heartbeat.since(datetime.now(UTC)).to_dict()}
 
 
 def _take_off_if_it_may_not_stay(

@@ -58,6 +58,11 @@ class InstanceTerminating(EnipinError):
     """The instance left the launch for termination before it could be put in service."""
 
 
+class LaunchActionEnded(EnipinError):
+    """The run's own launch action ended before its attach (a scale-in took the instance, or
+    another run completed it): nothing was attached."""
+
+
 class EniAttachedSinceLook(EnipinError):
     """A pool ENI landed on the terminating instance after the run looked for them (a launch
     run's attach that was in flight): the run looks again instead of letting it go with it."""
@@ -88,6 +93,8 @@ ALL_ERRORS: tuple[type[EnipinError], ...] = (
     VerificationTimedOut,
     NicNotVerified,
     InstanceTerminating,
+    LaunchActionEnded,
+    EniAttachedSinceLook,
     EniStuckDetaching,
     AwsThrottled,
     AwsTransientError,

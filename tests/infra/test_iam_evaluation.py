@@ -555,9 +555,10 @@ MUTATIONS: dict[str, tuple[Callable[[Resources], None], set[tuple[str, str, str]
     "heartbeats on another group": (
         set_resource(f"HeartbeatPolicy{GROUP.replace('-', '')}", "OnlyThisGroup", OTHER_GROUP),
         {(fn, HEARTBEAT, "autoScalingGroup")
-         for fn in ("RecordHeartbeatFunction", "ReconcilerFunction", "ReleaseEniFunction")},
+         for fn in ("RecordHeartbeatFunction", "ReconcilerFunction", "AttachEniFunction",
+                    "ReleaseEniFunction")},
         {f"{role} OnlyThisGroup {HEARTBEAT}"
-         for role in ("RecordHeartbeatRole", "ReconcilerRole", "ReleaseEniRole")},
+         for role in ("RecordHeartbeatRole", "ReconcilerRole", "AttachEniRole", "ReleaseEniRole")},
     ),
     "an explicit Deny on pool ENIs": (
         denying_pool_enis, {("AttachEniFunction", ATTACH, "network-interface")}, POOL_ATTACH_IDLE,

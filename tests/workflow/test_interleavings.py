@@ -591,6 +591,35 @@ def test_a_run_that_only_progresses_slowly_still_heartbeats_its_action(
     assert "HeartbeatWhileAttaching" in path_of(sb, launch["executionArn"])
 
 
+def test_a_launch_whose_action_a_scale_in_ended_attaches_nothing(sandbox: Factory) -> None:
+    # GIVEN a launch run looking for a free ENI (chaos seeds 36, 80, 295, 306, 366, 368, 381:
+    # its attach then landed between the terminate run's last look and its CONTINUE)
+    sb = sandbox(azs=1, pool_per_az=2)
+    scaled_in: list[str] = []
+
+    def scale_in_at_the_look_for_free_enis(params: dict[str, list[str]]) -> None:
+        if "available" not in str(params):  # not FindFreeEni's describe: wait for that one
+            sb.ledger.before("ec2", "DescribeNetworkInterfaces", scale_in_at_the_look_for_free_enis)
+            return
+        # WHEN a scale-in takes the instance: its launch action ends, the terminate hook holds it
+        (instance_id,) = group_instances(sb)
+        scaled_in.append(instance_id)
+        sb.scale_in(1)
+        wait_until(lambda: state_of(sb, instance_id) in ("Terminating:Wait", None), sb)
+
+    sb.ledger.before("ec2", "DescribeNetworkInterfaces", scale_in_at_the_look_for_free_enis)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the launch run asked after its own action before attaching, and attached nothing
+    assert scaled_in
+    assert sb.ledger.by_operation()["ec2.AttachNetworkInterface"] == 0
+    (launch,) = sb.executions()
+    assert launch["status"] == "SUCCEEDED"
+    assert path_of(sb, launch["executionArn"])[-2:] == ["AttachEni", "ActionEndedWithoutThisRun"]
+    assert left_for_ec2(sb) == []
+    assert not timed_out(sb)
+
+
 def test_retry_back_off_in_two_throttling_episodes_counts_toward_the_heartbeat(
     sandbox: Factory,
 ) -> None:

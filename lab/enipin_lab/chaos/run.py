@@ -78,8 +78,9 @@ def run_one(seed: int, guest_mode: str = "model") -> RunResult:
             world.check_converged()
         except Exception as exc:  # one broken run must not hide the others' results
             where = None if step is None else step.index
-            trace = traceback.format_exc(limit=8)  # kept: a seed does not fix an interleaving
-            world.flag("run_crashed", where, f"{type(exc).__name__}: {exc}\n{trace}")
+            world.flag("run_crashed", where, f"{type(exc).__name__}: {exc}")
+            # kept in the report: a seed does not fix an interleaving, a replay may not crash
+            world.notes.append(traceback.format_exc(limit=8))
         return RunResult(
             seed=seed,
             shape=shape,
