@@ -3,7 +3,7 @@ Auto Scaling whether the instance has begun to leave, and take the ENI straight 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,11 +18,12 @@ from enipin_core.waiting import Heartbeat, TaskInput
 
 
 @named_aws_errors
-def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+def attach(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
+    state = task.state
     settings = Settings.from_dict(state["settings"])
     instance = Instance.from_dict(state["instance"])
     candidates = [Eni.from_dict(c) for c in state["candidates"]]
-    state = _refuse_an_ended_action(autoscaling, state)
+    state = _refuse_an_ended_action(autoscaling, state, task.now)
     try:
         outcome = attach_first_free(ec2, instance, candidates, settings.device_index)
     except DeviceIndexInUse:
@@ -43,7 +44,9 @@ def attach(ec2: Any, autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
     return result | {"eni": outcome.eni.to_dict(), "attachedHere": outcome.attached_here}
 
 
-def _refuse_an_ended_action(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:
+def _refuse_an_ended_action(
+    autoscaling: Any, state: dict[str, Any], now: datetime
+) -> dict[str, Any]:
     """Attach only while the run's own action still waits, asked with a heartbeat (which also
     extends it). A scale-in may have taken the instance while the run looked for an ENI; its
     terminate run may look twice and continue between an attach and the look after it."""
@@ -52,7 +55,7 @@ def _refuse_an_ended_action(autoscaling: Any, state: dict[str, Any]) -> dict[str
         return state
     if not still_holds(autoscaling, lifecycle):
         raise LaunchActionEnded(f"{state['instanceId']}: its launch action ended; not attached")
-    return {**state, "heartbeat": Heartbeat.since(datetime.now(UTC)).to_dict()}
+    return {**state, "heartbeat": Heartbeat.since(now).to_dict()}  # on Step Functions' clock
 
 
 def _take_off_if_it_may_not_stay(
@@ -74,4 +77,4 @@ def _take_off_if_it_may_not_stay(
 
 @task_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return attach(client("ec2"), client("autoscaling"), TaskInput.of(event).state)
+    return attach(client("ec2"), client("autoscaling"), TaskInput.of(event))
