@@ -13,7 +13,7 @@ import math
 import re
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -61,10 +61,6 @@ class Finding:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
-
-
-def passed(findings: Iterable[Finding]) -> bool:
-    return all(f.verdict != FAIL for f in findings)
 
 
 def examine(dep: Deployment, groups: Sequence[str] = (), spare: int = 1) -> list[Finding]:
@@ -143,8 +139,9 @@ def check_group(dep: Deployment, name: str, spare: int) -> list[Finding]:
     raw = found["AutoScalingGroups"][0]
     findings = [] if name in dep.group_names else [_not_served(dep, name)]
     hooks = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=name)["LifecycleHooks"]
-    findings += check_hooks(dep, name, hooks)
-    findings += check_pool(dep, name, raw, spare)
+    params = _parameters(dep)  # one DescribeStacks for every check of the group
+    findings += check_hooks(dep, name, hooks, params)
+    findings += check_pool(dep, name, raw, spare, params)
     findings.append(check_instance_profile(dep, name, raw))
     findings.append(check_agents(dep, name, raw))
     return findings
@@ -164,11 +161,14 @@ def _not_served(dep: Deployment, name: str) -> Finding:
     )
 
 
-def check_hooks(dep: Deployment, group: str, hooks: list[dict[str, Any]]) -> list[Finding]:
+def check_hooks(
+    dep: Deployment, group: str, hooks: list[dict[str, Any]], params: dict[str, str]
+) -> list[Finding]:
     by_name = {h["LifecycleHookName"]: h for h in hooks}
+    every = _reconcile_seconds(params)
     findings = [
-        _hook(dep, group, by_name.get(LAUNCH_HOOK), LAUNCH_HOOK, LAUNCHING, "ABANDON"),
-        _hook(dep, group, by_name.get(TERMINATE_HOOK), TERMINATE_HOOK, TERMINATING, "CONTINUE"),
+        _hook(dep, group, by_name.get(LAUNCH_HOOK), LAUNCH_HOOK, LAUNCHING, every),
+        _hook(dep, group, by_name.get(TERMINATE_HOOK), TERMINATE_HOOK, TERMINATING, every),
     ]
     ours = [h for h in hooks if h["LifecycleHookName"] in (LAUNCH_HOOK, TERMINATE_HOOK)]
     return [*findings, _hook_pools(dep, group, ours)]
@@ -180,7 +180,7 @@ def _hook(
     hook: dict[str, Any] | None,
     name: str,
     transition: str,
-    result: str,
+    every: int | None,
 ) -> Finding:
     check = f"hook {name}"
     if hook is None:
@@ -202,7 +202,6 @@ def _hook(
         )
     timeout = int(hook["HeartbeatTimeout"])
     saw = f"{transition.split(':')[-1]}, heartbeat {timeout} s, default {hook['DefaultResult']}"
-    every = _reconcile_seconds(dep)
     if every and every * 2 > timeout:
         return Finding(
             check,
@@ -212,7 +211,7 @@ def _hook(
             "a waiting action whose workflow failed times out before a repair: raise "
             "HookHeartbeatTimeout or lower ReconcileSchedule",
         )
-    if transition == LAUNCHING and hook["DefaultResult"] != result:
+    if transition == LAUNCHING and hook["DefaultResult"] != "ABANDON":
         return Finding(
             check,
             group,
@@ -223,9 +222,9 @@ def _hook(
     return Finding(check, group, PASS, saw)
 
 
-def _reconcile_seconds(dep: Deployment) -> int | None:
+def _reconcile_seconds(params: dict[str, str]) -> int | None:
     """ReconcileSchedule's rate in seconds, from the stack's parameters."""
-    schedule = _parameters(dep).get("ReconcileSchedule", "")
+    schedule = params.get("ReconcileSchedule", "")
     match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", schedule.strip())
     if not match:
         return None
@@ -269,11 +268,13 @@ def _metadata_pool(hook: dict[str, Any], default: tuple[str, str]) -> tuple[str,
 # -- the pool, warm pool and rolling updates ----------------------------------------------------
 
 
-def check_pool(dep: Deployment, name: str, raw: dict[str, Any], spare: int) -> list[Finding]:
+def check_pool(
+    dep: Deployment, name: str, raw: dict[str, Any], spare: int, params: dict[str, str]
+) -> list[Finding]:
     autoscaling, ec2 = dep.client("autoscaling"), dep.client("ec2")
     group = find_group(autoscaling, ec2, name)
     assert group is not None  # described a moment ago
-    keep = _parameters(dep).get("WarmPoolEni", "RELEASE") == "KEEP"
+    keep = params.get("WarmPoolEni", "RELEASE") == "KEEP"
     warm = _warm_max(autoscaling, raw) if keep else 0
     held = Group(name, group.max_size + warm, group.azs)  # KEEP: warm instances hold one too
     sharing = [
