@@ -174,6 +174,12 @@ def test_a_warm_instance_that_lost_its_eni_under_keep_is_caught(sandbox: Factory
     world.check_converged()
     assert invariants(world) == ["warm_instance_against_policy"]
     assert warm_id in world.violations[0].detail
+    # AND had the run taken it by hand, nothing was left to keep: the way out pins it
+    world.violations.clear()
+    world.seen.clear()
+    world.eni_by_hand.add(warm_id)
+    world.check_converged()
+    assert world.violations == []
 
 
 def test_an_in_service_instance_without_its_eni_is_caught(sandbox: Factory) -> None:

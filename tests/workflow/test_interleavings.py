@@ -561,6 +561,45 @@ def test_keep_a_kept_eni_stays_when_a_scale_in_sends_its_failing_launch_back_to_
     assert left_for_ec2(sb) == []
 
 
+def test_keep_an_instance_whose_eni_was_deleted_by_hand_goes_back_to_the_pool_and_out_pinned(
+    sandbox: Factory,
+) -> None:
+    # GIVEN WarmPoolEni=KEEP, an instance out of the warm pool in service with its kept ENI
+    sb = _warm_group(sandbox, "KEEP")
+    sb.settle()
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    (eni,) = pool_enis_on(sb, instance_id)
+    # WHEN an operator deletes that ENI by hand, and a scale-in sends the instance back to the
+    # pool before any reconciler round repairs it (chaos seed 350)
+    ec2 = sb.client("ec2")
+    ec2.detach_network_interface(AttachmentId=eni["Attachment"]["AttachmentId"], Force=True)
+    eni_id = eni["NetworkInterfaceId"]
+    wait_until(
+        lambda: ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])[
+            "NetworkInterfaces"
+        ][0]["Status"]
+        == "available",
+        sb,
+    )
+    ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+    sb.scale_in(1)
+    sb.settle()
+    # THEN it rests in the pool with no ENI to keep (its MAC is gone with the ENI), its return
+    # completed; and once the group takes every warm instance out, each serves with one
+    assert warm_instances(sb)[instance_id] == "Warmed:Stopped"
+    assert pool_enis_on(sb, instance_id) == []
+    assert endings(sb, instance_id)[-1] == ("TERMINATING", "CompleteLifecycleAction", "CONTINUE")
+    sb.scale_out(2)
+    sb.settle()
+    assert instance_id in in_service(sb) and len(in_service(sb)) == 2
+    for serving in in_service(sb):
+        assert len(pool_enis_on(sb, serving)) == 1
+    assert left_for_ec2(sb) == []
+    assert not timed_out(sb)
+
+
 def leaving_the_pool(sb: Sandbox) -> list[str]:
     return [i for i, a in group_instances(sb).items() if a["LifecycleState"] == "Pending:Wait"]
 

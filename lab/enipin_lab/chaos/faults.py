@@ -255,6 +255,8 @@ class _Faults(_Observer):
         return self.wait_for(on_in_service, TARGET_WAIT)
 
     def _detach(self, eni: dict[str, Any], *, force: bool) -> None:
+        if holder := _holder(eni):
+            self.eni_by_hand.add(holder)
         try:
             self.ec2.detach_network_interface(
                 AttachmentId=eni["Attachment"]["AttachmentId"], Force=force

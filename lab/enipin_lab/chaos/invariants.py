@@ -14,7 +14,7 @@ Once the run settles and the reconciler has had its round:
 * ``in_service_without_one_pool_eni``: every InService instance of every group carries
   exactly one pool ENI;
 * ``warm_instance_against_policy``: a warm instance at rest holds one pool ENI under
-  ``WarmPoolEni=KEEP``, none under ``RELEASE``;
+  ``WarmPoolEni=KEEP`` (or none, once the run took its ENI by hand), none under ``RELEASE``;
 * ``lifecycle_action_pending``: no action still waits (nor did the world fail to settle);
 * ``failed_without_named_error``: every FAILED or TIMED_OUT execution ends in an error the
   state machines name (an enipin error or an AWS error a Retry or Catch names), not a crash.
@@ -149,7 +149,9 @@ class _Invariants(_Observer):
                 )
         held = 1 if self.shape.warm_pool == "KEEP" else 0
         for instance_id, state in sorted(self.warm().items()):
-            if state in WARM_AT_REST and on[instance_id] != held:
+            # An ENI taken by hand leaves nothing to keep: the instance is pinned on its way out
+            allowed = {held, 0} if instance_id in self.eni_by_hand else {held}
+            if state in WARM_AT_REST and on[instance_id] not in allowed:
                 self.flag(
                     "warm_instance_against_policy",
                     None,

@@ -39,6 +39,7 @@ class _Observer:
         self.violations: list[Violation] = []
         self.seen: set[tuple[str, str]] = set()  # (invariant, detail) already reported
         self.by_hand: set[str] = set()  # instances terminated through EC2 by the run
+        self.eni_by_hand: set[str] = set()  # instances whose pool ENI the run took by hand
         self.pool_ids = {e["NetworkInterfaceId"] for e in self.pool()}
 
     # -- reading the world -------------------------------------------------------------------
