@@ -576,13 +576,12 @@ def test_keep_an_instance_whose_eni_was_deleted_by_hand_goes_back_to_the_pool_an
     ec2 = sb.client("ec2")
     ec2.detach_network_interface(AttachmentId=eni["Attachment"]["AttachmentId"], Force=True)
     eni_id = eni["NetworkInterfaceId"]
-    wait_until(
-        lambda: ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])[
-            "NetworkInterfaces"
-        ][0]["Status"]
-        == "available",
-        sb,
-    )
+
+    def detached() -> bool:
+        found = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])
+        return bool(found["NetworkInterfaces"][0]["Status"] == "available")
+
+    wait_until(detached, sb)
     ec2.delete_network_interface(NetworkInterfaceId=eni_id)
     sb.scale_in(1)
     sb.settle()
