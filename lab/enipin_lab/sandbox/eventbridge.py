@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import patch
 
+from moto.awslambda.exceptions import UnknownFunctionException
 from moto.awslambda.utils import get_backend as lambda_backend
 from moto.events.models import Rule
 from moto.stepfunctions.responses import get_backend as sfn_backend
@@ -113,13 +114,18 @@ class EventBridgeTargets:
 
     @staticmethod
     def _invoke(account: str, region: str, function_arn: str, event: dict[str, Any]) -> None:
-        lambda_backend(account, region).invoke(
-            function_name=function_arn,
-            qualifier=None,
-            body=json.dumps(event),
-            headers={"x-amz-invocation-type": "Event"},
-            response_headers={},
-        )
+        try:
+            lambda_backend(account, region).invoke(
+                function_name=function_arn,
+                qualifier=None,
+                body=json.dumps(event),
+                headers={"x-amz-invocation-type": "Event"},
+                response_headers={},
+            )
+        except UnknownFunctionException:
+            # The target went with its stack (a schedule firing as the sandbox closes): on AWS
+            # the delivery fails and EventBridge drops it after its retries, nothing to raise.
+            return
 
 
 def rate_seconds(expression: str) -> float:
