@@ -24,6 +24,7 @@ from enipin.deployment import Deployment
 from enipin.executions import FINAL_FAILURES, list_executions
 from enipin.pool import Group, check_capacity, find_group, read_pool
 from enipin_core.names import LAUNCHING, TERMINATING
+from enipin_core.stormguard import TRIPPED_KEY
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 LAUNCH_HOOK, TERMINATE_HOOK = "enipin-launch", "enipin-terminate"  # what the rule matches
@@ -144,7 +145,26 @@ def check_group(dep: Deployment, name: str, spare: int) -> list[Finding]:
     findings += check_pool(dep, name, raw, spare, params)
     findings.append(check_instance_profile(dep, name, raw))
     findings.append(check_agents(dep, name, raw))
+    findings.append(check_launches_suspended(dep, name, raw))
     return findings
+
+
+def check_launches_suspended(dep: Deployment, name: str, raw: dict[str, Any]) -> Finding:
+    """A suspended Launch process: the storm guard's trip (its tag says why), an operator's, or
+    Auto Scaling's own administrative suspension after a day of failed launches."""
+    suspended = [p for p in raw.get("SuspendedProcesses", []) if p["ProcessName"] == "Launch"]
+    if not suspended:
+        return Finding("launches", name, PASS, "Launch process running")
+    tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
+    why = tags.get(TRIPPED_KEY) or suspended[0].get("SuspensionReason") or "suspended by hand"
+    return Finding(
+        "launches",
+        name,
+        FAIL,
+        f"Launch suspended: {why}",
+        "fix what fails the launches (the checks above; enipin executions list --status "
+        f"FAILED), then enipin guard release --asg {name}",
+    )
 
 
 def _serve_fix(dep: Deployment) -> str:

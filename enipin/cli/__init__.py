@@ -14,6 +14,7 @@ import click
 from enipin.cli.console import OneLine
 from enipin.cli.doctor import doctor
 from enipin.cli.executions import executions
+from enipin.cli.guard import guard
 from enipin.cli.options import Target
 from enipin.cli.pool import pool
 from enipin.cli.reconcile import reconcile
@@ -48,6 +49,7 @@ def main(ctx: click.Context, profile: str | None, region: str | None, stack: str
 
 main.add_command(doctor)
 main.add_command(executions)
+main.add_command(guard)
 main.add_command(pool)
 main.add_command(reconcile)
 for _plugin in entry_points(group=PLUGINS):

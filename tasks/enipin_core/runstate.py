@@ -66,6 +66,9 @@ LAUNCH: Mapping[str, str] = {
     "released": "ReleaseEni detached the ENI (ReleaseEni)",
     "releaseError": "ReleaseEni's own failure, ERROR, keeping the error that sent the run there "
     "(ReleaseEni's Catch)",
+    "stormGuard": "the group's given-up launches in the window and the guard's trip, STORM_GUARD; "
+    "null when this run's ABANDON was not counted (GuardLaunchStorm)",
+    "guardError": "GuardLaunchStorm's own failure, ERROR (its Catch)",
 }
 
 TERMINATE: Mapping[str, str] = {
@@ -142,6 +145,7 @@ VERIFICATION = frozenset(  # SendVerification, then GetVerificationResult
 GUEST_REPORT = frozenset(
     {"mac", "found", "name", "altnames", "up", "ipv4", "remediated", "verdict"}
 )
+STORM_GUARD = frozenset({"groupName", "failures", "tripped", "trippedNow"})  # GuardState
 ERROR = frozenset({"Error", "Cause"})  # a Catch's ResultPath: Step Functions' own names
 # The lifecycle event's detail: AWS's own names (schemas/lifecycle-event.schema.json).
 EVENT_DETAIL = frozenset(
@@ -179,9 +183,11 @@ NESTED: Mapping[str, frozenset[str]] = {
     "error": ERROR,
     "agentLost": ERROR,
     "releaseError": ERROR,
+    "guardError": ERROR,
+    "stormGuard": STORM_GUARD,
 }
 # Dicts whose keys are not ours to name: AWS's event, Step Functions' errors.
-FOREIGN_NAMES = frozenset({"detail", "error", "agentLost", "releaseError"})
+FOREIGN_NAMES = frozenset({"detail", "error", "agentLost", "releaseError", "guardError"})
 
 # -- dataclasses in and out of the state ---------------------------------------------------
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from conftest import in_service
 
 from enipin.cli import main
+from enipin_core.stormguard import release, trip
 from enipin_lab.sandbox import Sandbox
 
 REGION = "us-east-1"
@@ -64,6 +65,7 @@ def test_a_healthy_deployment_passes_every_check(sb: Sandbox) -> None:
         "refresh",
         "instance profile",
         "agents",
+        "launches",
         "executions",
     }
     assert "2 online" in finding(found, "agents")["saw"]
@@ -216,3 +218,17 @@ def test_an_agent_gone_silent_warns(sb: Sandbox) -> None:
     assert agents["verdict"] == "WARN"
     assert instance_id in agents["saw"]
     assert "ssmmessages" in agents["fix"]
+
+
+def test_launches_the_storm_guard_suspended_fail_with_its_reason_and_the_release(
+    sb: Sandbox,
+) -> None:
+    autoscaling = sb.client("autoscaling")
+    found = seeded(
+        lambda: trip(autoscaling, sb.group_name, "5 launches given up in 60 min"),
+        lambda: release(autoscaling, sb.group_name),
+    )
+    launches = finding(found, "launches")
+    assert launches["verdict"] == "FAIL"
+    assert "5 launches given up in 60 min" in launches["saw"]
+    assert f"enipin guard release --asg {sb.group_name}" in launches["fix"]

@@ -260,6 +260,9 @@ class Params:
     def path(self) -> str:
         return str(self._params.get("__path__", ""))
 
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._params.items())
+
 
 # Where a call names the resources of a type, for each (IAM prefix, the reference's resource
 # type): ARNs from its parameters and the world. An action none of whose required resource types
@@ -303,6 +306,10 @@ def _ssm_instances(managed: bool) -> Resolver:
 
 def _group(params: Params, world: World, auth: Authorization) -> list[str]:
     names = params.values("AutoScalingGroupName") + params.values("AutoScalingGroupNames")
+    # CreateOrUpdateTags and DeleteTags name the group in each tag (Tags.member.N.ResourceId)
+    for key, value in params.items():
+        if re.fullmatch(r"Tags\.member\.\d+\.ResourceId", key):
+            names += [str(v) for v in (value if isinstance(value, list) else [value])]
     unknown = [n for n in names if n not in world.groups]
     if unknown:
         raise KeyError(f"group {unknown[0]}")

@@ -52,6 +52,8 @@ LAST_STEP = {"launch": "AbandonLaunch", "terminate": "ContinueTerminationAfterFa
 ERROR_KEY = "$.error"
 # A cleanup Task that fails keeps the error that sent the run there, under its own key.
 CLEANUP_ERROR_KEY = "$.releaseError"
+# A Task after the action was given up (the storm guard) keeps its own failure apart too.
+OWN_ERROR_KEY = {"GuardLaunchStorm": "$.guardError"}
 
 
 def definition(workflow: str) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def catch_problems(workflow: str, name: str, task: dict[str, Any]) -> list[str]:
             f"{name}: Catch States.ALL goes to {last.get('Next')}, not to the cleanup path "
             f"({', '.join(sorted(CLEANUP[workflow]))})"
         )
-    key = CLEANUP_ERROR_KEY if name in CLEANUP[workflow] else ERROR_KEY
+    key = OWN_ERROR_KEY.get(name, CLEANUP_ERROR_KEY if name in CLEANUP[workflow] else ERROR_KEY)
     if last.get("ResultPath") != key:
         problems.append(
             f"{name}: Catch States.ALL keeps the error at {last.get('ResultPath')}, not at {key}"

@@ -45,10 +45,17 @@ def rows() -> list[re.Match[str]]:
 @pytest.fixture(scope="module")
 def operations() -> Iterator[set[tuple[str, str]]]:
     """(service, operation) of every call the functions, Step Functions' engine and the CLI
-    made: a launch, a release, a reconciler round and the operator's reading commands."""
-    with Sandbox(azs=1, pool_per_az=2, guest_mode="model") as sb:
+    made: a launch, a failed launch that trips the storm guard, a release, a reconciler round
+    and the operator's commands."""
+    guard = {"StormGuardFailures": 1}  # the one failed launch below trips it
+    with Sandbox(azs=1, pool_per_az=2, guest_mode="model", parameters=guard) as sb:
         sb.scale_out(1)
         sb.settle()
+        sb.guests.set_default_faults({"nic_absent"})
+        sb.scale_out(1)
+        wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
+        sb.settle()
+        sb.guests.set_default_faults(set())
         sb.client("lambda").invoke(FunctionName="enipin-ReconcilerFunction", Payload=b"{}")
         sb.client("lambda").invoke(FunctionName="enipin-PublishPoolMetricsFunction", Payload=b"{}")
         run = sb.executions()[0]["name"]
@@ -61,10 +68,13 @@ def operations() -> Iterator[set[tuple[str, str]]]:
                 ("pool", "check", "--asg", sb.group_name),
                 ("reconcile", "--dry-run"),
                 ("doctor",),
+                ("guard", "status"),
+                ("guard", "release", "--asg", sb.group_name),
             ):
                 result = CliRunner().invoke(main, ["--region", "us-east-1", *args])
                 assert result.exit_code in (0, 1), result.output
-        sb.scale_in(1)
+        sb.settle()
+        sb.scale_in(2)
         wait_until(lambda: not sb.autoscaling.pending_actions(), sb)
         sb.settle()
         seen = {

@@ -156,8 +156,8 @@ def observation() -> Observation:
     """The calls of a pinned launch, a metrics run, the reconciler's repairs and a termination,
     then of a launch whose SSM agent never comes (heartbeats while waiting, release, abandon
     with CONTINUE), then of an attach EC2 refuses because the instance is going (what state is
-    it in?), then of a launch out of a KEEP warm pool abandoned with its kept ENI; with the Task
-    states the executions scheduled and the world they acted on."""
+    it in?), then of a launch out of a KEEP warm pool abandoned with its kept ENI, which trips
+    the storm guard; with the Task states the executions scheduled and the world they acted on."""
     seen = Observation(World(ACCOUNT_ID, REGION))
     with recording_attachments(seen.world), Sandbox(azs=1, pool_per_az=2) as sb:
         sb.scale_out(1)
@@ -200,7 +200,7 @@ def observation() -> Observation:
         wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
         sb.settle()
         observe(sb, seen, AUTH)
-    keep = {"WarmPoolEni": "KEEP"}
+    keep = {"WarmPoolEni": "KEEP", "StormGuardFailures": 1}  # its ABANDON trips the guard
     with (
         recording_attachments(seen.world),
         Sandbox(azs=1, pool_per_az=2, max_size=1, parameters=keep) as sb,

@@ -255,7 +255,7 @@ def test_every_function_has_its_own_role_and_no_role_is_shared(
     resources, _ = stack
     functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Lambda::Function"}
     used = [f["Properties"]["Role"] for f in functions.values()]
-    assert len(set(used)) == len(functions) == 19
+    assert len(set(used)) == len(functions) == 20
     assert all(
         role.endswith(f"role/enipin-{name[: -len('Function')]}Role")
         for name, role in zip(functions, used, strict=True)

@@ -73,7 +73,7 @@ def test_hooks_declared_with_the_group_need_none_from_the_stack() -> None:
     resources, _ = resolve(transform(TEMPLATE, parameters), parameters)
     assert not of_type(resources, "AWS::AutoScaling::LifecycleHook")
     # the groups' lifecycle actions are still completed: the per-group policies stay
-    assert len(of_type(resources, "AWS::IAM::Policy")) == 2 * len(GROUPS)
+    assert len(of_type(resources, "AWS::IAM::Policy")) == 3 * len(GROUPS)
 
 
 def test_the_rule_takes_only_enipins_hooks_to_the_dispatcher_which_knows_the_groups(
@@ -105,7 +105,7 @@ def test_functions_run_python_3_12_on_arm64_traced_logging_to_the_stacks_group(
 ) -> None:
     resources, stack = deployed
     functions = of_type(resources, "AWS::Lambda::Function")
-    assert len(functions) == 19
+    assert len(functions) == 20
     for name, fn in functions.items():
         assert (fn["Runtime"], fn["Architectures"]) == ("python3.12", ["arm64"]), name
         assert fn["TracingConfig"] == {"Mode": "Active"}, name

@@ -1008,3 +1008,24 @@ def test_scale_out_while_the_warm_pool_initialises_launches_directly_and_trims_t
     assert _warm_states(w) == {oldest: "Warmed:Pending:Wait"}  # MaxSize 2 - desired 1
     assert _ec2_state(w, newest) == "terminated"
     assert {a["instance_id"] for a in w.fidelity.pending_actions()} == {oldest, launched}
+
+
+def test_a_group_with_launch_suspended_launches_nothing_until_resumed(w: World) -> None:
+    """AWS: with Launch suspended the group cannot scale out, nor replace what it terminates
+    (warm pool included); resuming Launch replaces at once what the group lacks."""
+    _create_group(w, 1)
+    (first,) = _states(w)
+    w.asg.suspend_processes(AutoScalingGroupName=w.group, ScalingProcesses=["Launch"])
+    # WHEN the group scales out and loses an instance while Launch is suspended
+    w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=3)
+    w.asg.terminate_instance_in_auto_scaling_group(
+        InstanceId=first, ShouldDecrementDesiredCapacity=False
+    )
+    w.clock.sleep(30)  # past the replacement back-off
+    # THEN nothing launched, desired stays 3
+    assert _states(w) == {}
+    group = w.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[w.group])
+    assert group["AutoScalingGroups"][0]["DesiredCapacity"] == 3
+    # WHEN Launch is resumed, THEN the group launches the three it lacks at once
+    w.asg.resume_processes(AutoScalingGroupName=w.group, ScalingProcesses=["Launch"])
+    assert len(_states(w)) == 3

@@ -31,6 +31,7 @@ from enipin_lab.sandbox.autoscaling.model import (
     TERMINATING,
     _capacity_states,
     _hooks,
+    _launches_suspended,
     _locate,
     _next_placement,
     _refresh_load_balancers,
@@ -142,6 +143,8 @@ class _Capacity(_WarmPool):
 
     def _launch(self, group: FakeAutoScalingGroup, count: int, tags: dict[str, str]) -> None:
         with self._lock:
+            if _launches_suspended(group):
+                return  # desired stays; ResumeProcesses launches what is missing
             tags = {**tags, ASG_NAME_TAG: group.name, **group.instance_tags}
             hooks = _hooks(group, LAUNCHING)
             for _ in range(count):

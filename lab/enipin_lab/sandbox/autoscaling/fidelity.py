@@ -64,7 +64,12 @@ class AutoScalingFidelity(_Capacity):
 
     def install(self, stack: ExitStack) -> None:
         self._closed = False
-        patches = self._model_patches() + self._response_patches() + self._warm_pool_patches()
+        patches = (
+            self._model_patches()
+            + self._process_patches()
+            + self._response_patches()
+            + self._warm_pool_patches()
+        )
         for owner, name, replacement in patches:
             present = hasattr(owner, name)
             stack.enter_context(patch.object(owner, name, replacement, create=not present))
@@ -188,6 +193,23 @@ class AutoScalingFidelity(_Capacity):
             (AutoScalingBackend, "detach_instances", detach_instances),
             (AutoScalingBackend, "delete_auto_scaling_group", delete_auto_scaling_group),
             (AutoScalingBackend, "delete_lifecycle_hook", delete_lifecycle_hook),
+        ]
+
+    def _process_patches(self) -> list[tuple[type, str, Callable[..., Any]]]:
+        fid = self
+        resume = AutoScalingBackend.resume_processes
+
+        def resume_processes(
+            backend: AutoScalingBackend, group_name: str, scaling_processes: list[str]
+        ) -> None:
+            # Resuming Launch replaces at once what the group lacks (AWS's user guide).
+            with fid._lock:
+                resume(backend, group_name, scaling_processes)
+                group = backend.autoscaling_groups[group_name]
+                group.set_desired_capacity(group.desired_capacity)
+
+        return [
+            (AutoScalingBackend, "resume_processes", resume_processes),
         ]
 
     def _response_patches(self) -> list[tuple[type, str, Callable[..., Any]]]:

@@ -68,6 +68,12 @@ def _capacity_states(group: FakeAutoScalingGroup) -> list[InstanceState]:
     return [s for s in group.instance_states if s.lifecycle_state in _CAPACITY_STATES]
 
 
+def _launches_suspended(group: FakeAutoScalingGroup) -> bool:
+    """With ``Launch`` suspended the group launches nothing: no scale-out, no replacement, no
+    warm-pool instance (moto records the suspension and launches anyway)."""
+    return any(p["ProcessName"] == "Launch" for p in group.suspended_processes)
+
+
 def _hooks(group: FakeAutoScalingGroup, transition: str) -> list[LifecycleHook]:
     return [
         hook

@@ -43,6 +43,7 @@ from enipin_lab.sandbox.autoscaling.model import (
     _capacity_states,
     _group_named,
     _hooks,
+    _launches_suspended,
     _next_placement,
     _run_instance,
 )
@@ -73,6 +74,8 @@ class _WarmPool(_Actions):
             self._retire_warm(group, _choose_warm_victims(staying, len(staying) - target))
 
     def _launch_into_warm_pool(self, group: FakeAutoScalingGroup, count: int) -> None:
+        if _launches_suspended(group):
+            return
         tags = {**group.get_propagated_tags(), ASG_NAME_TAG: group.name, **group.instance_tags}
         hooks = _hooks(group, LAUNCHING)
         for _ in range(count):
