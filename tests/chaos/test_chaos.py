@@ -17,11 +17,13 @@ from enipin_lab.chaos import (
     FAULTS,
     INVARIANTS,
     MAX_DESIRED,
+    PARAMETERS,
     SECOND_GROUP,
     STACK_DEVICE_INDEX,
     WORLD_FEATURES,
     ChaosWorld,
     Shape,
+    Step,
     plan,
     shape_of,
 )
@@ -112,6 +114,27 @@ def plant_second_eni(sb: Sandbox, world: ChaosWorld, instance_id: str) -> None:
     sb.client("ec2").attach_network_interface(
         NetworkInterfaceId=spare["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=2
     )
+
+
+def test_launches_that_keep_failing_trip_the_guard_and_the_operators_release_restores_the_group(
+    sandbox: Factory,
+) -> None:
+    # GIVEN chaos's own parameters, a guard that trips at two given-up launches
+    sb = sandbox(azs=1, pool_per_az=3, parameters={**PARAMETERS, "StormGuardFailures": 2})
+    world = ChaosWorld(sb)
+    # WHEN every launch fails for 20 AWS minutes (the NIC never comes up), then is fixed
+    step = Step(0, "launches_keep_failing", {"failure": "nic_absent", "fixed_after": 1200}, 0)
+    world.act(step)
+    # THEN the guard had tripped, the fault released it, and the group is whole again
+    assert world.injected == ["launches_keep_failing"]
+    assert "launches kept failing: storm guard released on " + sb.group_name in world.notes
+    world.converge()
+    world.check_converged()
+    assert world.violations == []
+    (serving,) = in_service(sb)
+    assert len(pool_enis_on(sb, serving)) == 1
+    abandoned = [a for a in sb.autoscaling.ended_actions() if a["result"] == "ABANDON"]
+    assert len(abandoned) >= 2
 
 
 def test_a_second_pool_eni_on_an_instance_is_caught(sandbox: Factory) -> None:

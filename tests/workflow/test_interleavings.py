@@ -658,6 +658,51 @@ def test_a_launch_whose_action_a_scale_in_ended_attaches_nothing(sandbox: Factor
     assert not timed_out(sb)
 
 
+def test_keep_a_launch_scaled_back_into_the_pool_before_its_pin_is_pinned_on_its_way_out(
+    sandbox: Factory,
+) -> None:
+    # GIVEN WarmPoolEni=KEEP with reuse on scale-in, and a direct launch looking for a free ENI
+    # (chaos seed 319 of session 9's batch)
+    sb = sandbox(azs=1, pool_per_az=2, max_size=1, parameters={"WarmPoolEni": "KEEP"})
+    returned: list[str] = []
+
+    def back_to_the_pool_at_the_look_for_free_enis(params: dict[str, list[str]]) -> None:
+        if "available" not in str(params):  # not FindFreeEni's describe: wait for that one
+            sb.ledger.before(
+                "ec2", "DescribeNetworkInterfaces", back_to_the_pool_at_the_look_for_free_enis
+            )
+            return
+        # WHEN a scale-in sends it into the warm pool before anything was attached
+        (instance_id,) = group_instances(sb)
+        returned.append(instance_id)
+        sb.client("autoscaling").put_warm_pool(
+            AutoScalingGroupName=sb.group_name,
+            MinSize=0,
+            PoolState="Stopped",
+            InstanceReusePolicy={"ReuseOnScaleIn": True},
+        )
+        sb.scale_in(1)
+        wait_until(lambda: warm_instances(sb).get(instance_id) == "Warmed:Pending:Wait", sb)
+
+    sb.ledger.before("ec2", "DescribeNetworkInterfaces", back_to_the_pool_at_the_look_for_free_enis)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN it rests there with nothing to keep (it never had an ENI), its launch run attached
+    # nothing and its return completed; no action timed out
+    (instance_id,) = returned
+    assert warm_instances(sb)[instance_id] == "Warmed:Stopped"
+    assert pool_enis_on(sb, instance_id) == []
+    assert sb.ledger.by_operation()["ec2.AttachNetworkInterface"] == 0
+    assert endings(sb, instance_id)[-1] == ("TERMINATING", "CompleteLifecycleAction", "CONTINUE")
+    # AND when the group takes it out again, its launch out of the pool pins it
+    sb.scale_out(1)
+    sb.settle()
+    assert in_service(sb) == [instance_id]
+    assert len(pool_enis_on(sb, instance_id)) == 1
+    assert endings(sb, instance_id)[-1] == ("LAUNCHING", "CompleteLifecycleAction", "CONTINUE")
+    assert not timed_out(sb) and left_for_ec2(sb) == []
+
+
 def test_retry_back_off_in_two_throttling_episodes_counts_toward_the_heartbeat(
     sandbox: Factory,
 ) -> None:

@@ -204,6 +204,19 @@ class _Faults(_Observer):
             self.sb.guests.set_faults(instance_id, {fault})
         return bool(new)
 
+    def _launches_keep_failing(self, params: dict[str, Any]) -> bool:
+        """Every instance launched fails the same way for ``fixed_after`` AWS seconds (the
+        group replaces each one it gives up); then the operator fixes the cause and, if the
+        storm guard suspended the group's launches meanwhile, releases it."""
+        self.sb.guests.set_default_faults({params["failure"]})
+        try:
+            new = self._one_more()
+            self.sb.clock.sleep(float(params["fixed_after"]))
+        finally:
+            self.sb.guests.set_default_faults(set())
+        self.notes.append("launches kept failing: " + self.release_storm_guard())
+        return bool(new)
+
     def _absent_agent(self, params: dict[str, Any]) -> bool:
         return self._guest_fault("agent_absent")
 

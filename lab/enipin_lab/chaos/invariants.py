@@ -14,7 +14,8 @@ Once the run settles and the reconciler has had its round:
 * ``in_service_without_one_pool_eni``: every InService instance of every group carries
   exactly one pool ENI;
 * ``warm_instance_against_policy``: a warm instance at rest holds one pool ENI under
-  ``WarmPoolEni=KEEP`` (or none, once the run took its ENI by hand), none under ``RELEASE``;
+  ``WarmPoolEni=KEEP`` (or none, if it was never pinned or the run took its ENI by hand: its
+  way out pins it), none under ``RELEASE``;
 * ``lifecycle_action_pending``: no action still waits (nor did the world fail to settle);
 * ``failed_without_named_error``: every FAILED or TIMED_OUT execution ends in an error the
   state machines name (an enipin error or an AWS error a Retry or Catch names), not a crash.
@@ -55,7 +56,12 @@ class _Invariants(_Observer):
     # -- settling and checking ---------------------------------------------------------------
 
     def converge(self) -> None:
-        """Quiet, then a reconciler round (as its schedule would run one), then quiet again."""
+        """Quiet, then a reconciler round (as its schedule would run one), then quiet again;
+        a storm guard the run tripped is released first, as the operator would once it ends."""
+        if self.settle():
+            released = self.release_storm_guard()
+            if released != "storm guard not tripped":
+                self.notes.append("at the end: " + released)
         for _ in range(2):
             if not self.settle():
                 return
@@ -148,9 +154,12 @@ class _Invariants(_Observer):
                     f"{instance_id} has {on[instance_id]}",
                 )
         held = 1 if self.shape.warm_pool == "KEEP" else 0
+        pinned_once = self._attached_to()
         for instance_id, state in sorted(self.warm().items()):
-            # An ENI taken by hand leaves nothing to keep: the instance is pinned on its way out
-            allowed = {held, 0} if instance_id in self.eni_by_hand else {held}
+            # Nothing to keep for an instance never pinned (scaled back before its attach) or
+            # whose ENI the run took by hand: its launch out of the pool pins it
+            nothing_to_keep = instance_id in self.eni_by_hand or instance_id not in pinned_once
+            allowed = {held, 0} if nothing_to_keep else {held}
             if state in WARM_AT_REST and on[instance_id] not in allowed:
                 self.flag(
                     "warm_instance_against_policy",
@@ -173,6 +182,15 @@ class _Invariants(_Observer):
                     cause = str(found.get("cause") or "")[:300]
                     detail = f"{execution['name']}: {found.get('error')}: {cause}"
                     self.flag("failed_without_named_error", None, detail)
+
+    def _attached_to(self) -> set[str]:
+        """Instances some pool ENI was attached to, from the ledger's successful attaches."""
+        return {
+            instance_id
+            for call in self.sb.ledger.calls
+            if call.operation == "AttachNetworkInterface" and call.outcome == "ok"
+            for instance_id in call.params.get("InstanceId", [])
+        }
 
     def _named_errors(self) -> set[str]:
         """enipin's error catalogue, and every error a Retry or Catch of the deployed state

@@ -12,6 +12,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from enipin import guard
 from enipin.deployment import Deployment, connect
 from enipin_lab.chaos.planning import SECOND_GROUP, Shape
 from enipin_lab.chaos.results import Violation
@@ -129,6 +130,19 @@ class _Observer:
                 return found
             self.sb.clock.sleep(1.0)
         return None
+
+    def release_storm_guard(self) -> str:
+        """What ``enipin guard release`` does for each group the guard holds, through the
+        operations layer; which groups it held."""
+        dep = self._deployment()
+        held = [
+            row["groupName"]
+            for row in guard.status(dep)
+            if row["guard"] == "TRIPPED" or row["launchSuspended"]
+        ]
+        for group in held:
+            guard.release_group(dep, group)
+        return f"storm guard released on {', '.join(held)}" if held else "storm guard not tripped"
 
     def _deployment(self) -> Deployment:
         return connect(None, REGION, STACK_NAME)

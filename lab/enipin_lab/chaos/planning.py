@@ -38,6 +38,7 @@ FAULTS = (
     "command_refused",
     "broken_connection",
     "terminate_lost_mid_launch",
+    "launches_keep_failing",
     "warm_pool_resized",  # drawn only in a world with a warm pool
     "other_group_scales",  # drawn only in a world with a second group
 )
@@ -216,6 +217,12 @@ def _params(rng: random.Random, fault: str, desired: int) -> dict[str, Any]:
             times=rng.randint(3, 15),
         ),
         "slow_agent": lambda: {"agent_delay": round(rng.uniform(60.0, 240.0), 1)},
+        # every instance launched fails the same way (a broken AMI, no instance profile) until
+        # the operator fixes it, long enough for the storm guard to trip or not; then releases
+        "launches_keep_failing": lambda: {
+            "failure": rng.choice(("nic_absent", "agent_absent")),
+            "fixed_after": round(rng.uniform(300.0, 1800.0), 1),
+        },
         "warm_pool_resized": lambda: {"min_size": rng.randint(0, 2)},
         "other_group_scales": lambda: {"desired": rng.randint(0, SECOND_MAX)},
         "absent_agent": dict,
