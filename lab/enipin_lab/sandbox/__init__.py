@@ -10,6 +10,7 @@ to it::
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -21,6 +22,8 @@ from typing import Any
 from unittest.mock import patch
 
 import boto3
+import botocore.loaders
+import botocore.session
 from moto import mock_aws
 
 from enipin_lab.sandbox.autoscaling import AutoScalingFidelity
@@ -126,6 +129,9 @@ class Sandbox:
         # moto's ~2,600 default AMIs cost time on every start; the world registers its own.
         stack.enter_context(patch.dict(os.environ, {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
         stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+        # Every boto3 session builds its own loader and re-reads botocore's service models, a
+        # tenth of a second or more per client: one loader per process does the same reads once.
+        stack.enter_context(patch.object(botocore.session, "create_loader", _shared_loader))
         for adaptation in (
             self.ledger,
             self.lambdas,
@@ -261,3 +267,10 @@ def _quiet_engine_logs(stack: ExitStack) -> None:
         previous = log.level
         log.setLevel(logging.CRITICAL)
         stack.callback(log.setLevel, previous)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_loader(search_paths_string: str | None = None) -> botocore.loaders.Loader:
+    """botocore's ``create_loader``, one per search path for the process: its models are only
+    read, so sessions may share them."""
+    return botocore.loaders.create_loader(search_paths_string)

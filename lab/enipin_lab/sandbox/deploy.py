@@ -148,6 +148,13 @@ class Deployer:
     def __init__(self, runtime: LambdaRuntime) -> None:
         self.runtime = runtime
         self._session = boto3.session.Session(region_name=REGION)
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, service: str) -> Any:
+        """One client per service for the deploy (a client costs ~50 ms to build)."""
+        if service not in self._clients:
+            self._clients[service] = self._session.client(service)
+        return self._clients[service]
 
     def deploy(
         self, template_path: Path, stack_name: str, parameters: dict[str, Any] | None = None
@@ -194,7 +201,7 @@ class Deployer:
         }
         with warnings.catch_warnings():  # moto notes it has no model for the placeholder
             warnings.simplefilter("ignore", UserWarning)
-            self._session.client("cloudformation").create_stack(
+            self._client("cloudformation").create_stack(
                 StackName=stack.name, TemplateBody=json.dumps(record)
             )
         stack.outputs = {k: str(v) for k, v in values.items()}
@@ -204,7 +211,7 @@ class Deployer:
         return "Condition" not in res or resolver.condition(res["Condition"])
 
     def _role(self, stack_name: str) -> str:
-        iam = self._session.client("iam")
+        iam = self._client("iam")
         name = f"{stack_name}-sandbox-role"
         try:
             return str(iam.get_role(RoleName=name)["Role"]["Arn"])
@@ -216,7 +223,7 @@ class Deployer:
     # -- resource kinds ----------------------------------------------------------------------
 
     def _document(self, stack: Stack, logical: str, props: dict[str, Any], *_: Any) -> None:
-        self._session.client("ssm").create_document(
+        self._client("ssm").create_document(
             Name=stack.physical[logical],
             DocumentType=props.get("DocumentType", "Command"),
             DocumentFormat="JSON",
@@ -260,7 +267,7 @@ class Deployer:
                 timeout_s=int(props.get("Timeout", 3)),
             ),
         )
-        self._session.client("lambda").create_function(
+        self._client("lambda").create_function(
             FunctionName=name,
             Runtime=props["Runtime"],
             Role=role,
@@ -293,7 +300,7 @@ class Deployer:
             return substitutions[key]
 
         definition = _PLACEHOLDER.sub(substitute, definition)
-        self._session.client("stepfunctions").create_state_machine(
+        self._client("stepfunctions").create_state_machine(
             name=stack.physical[logical],
             definition=definition,
             roleArn=role,
@@ -305,7 +312,7 @@ class Deployer:
                 self._put_rule(rule, event["Properties"], stack.arns[logical])
 
     def _rule(self, stack: Stack, logical: str, props: dict[str, Any], *_: Any) -> None:
-        events = self._session.client("events")
+        events = self._client("events")
         name = stack.physical[logical]
         kwargs: dict[str, Any] = {"Name": name, "State": props.get("State", "ENABLED")}
         if "EventPattern" in props:
@@ -321,12 +328,10 @@ class Deployer:
         """The queue itself (its URL is what Ref gives): operators read and purge it."""
         retention = props.get("MessageRetentionPeriod")
         attributes = {"MessageRetentionPeriod": str(retention)} if retention else {}
-        self._session.client("sqs").create_queue(
-            QueueName=stack.physical[logical], Attributes=attributes
-        )
+        self._client("sqs").create_queue(QueueName=stack.physical[logical], Attributes=attributes)
 
     def _put_rule(self, name: str, props: dict[str, Any], target_arn: str) -> None:
-        events = self._session.client("events")
+        events = self._client("events")
         events.put_rule(Name=name, EventPattern=json.dumps(props["Pattern"]), State="ENABLED")
         events.put_targets(Rule=name, Targets=[{"Id": "target", "Arn": target_arn}])
 
@@ -340,7 +345,7 @@ class Deployer:
         }
         if "NotificationMetadata" in props:
             kwargs["NotificationMetadata"] = props["NotificationMetadata"]
-        self._session.client("autoscaling").put_lifecycle_hook(**kwargs)
+        self._client("autoscaling").put_lifecycle_hook(**kwargs)
 
 
 def bind(

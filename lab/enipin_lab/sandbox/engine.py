@@ -13,7 +13,7 @@ import datetime as dt
 import threading
 from contextlib import ExitStack
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 from unittest.mock import patch
 
 import botocore.endpoint
@@ -84,11 +84,15 @@ class AslParseCache:
     seconds for enipin's launch machine, which is most of what a busy sandbox spends (a 200-
     instance scale-out is CPU-bound on it). The parse tree is kept per definition and only
     read afterwards; each execution still gets its own evaluation components from it, as
-    before, so no state is shared between executions.
+    before, so no state is shared between executions (nor between sandboxes).
     """
 
+    # Kept for the process, not per sandbox: every sandbox deploys the same definitions, and a
+    # test run opens hundreds (a parse is a second or two of each one's start).
+    _trees: ClassVar[dict[str, ParserRuleContext]] = {}
+    _trees_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self) -> None:
-        self._trees: dict[str, ParserRuleContext] = {}
         self._lock = threading.Lock()
 
     def install(self, stack: ExitStack) -> None:
@@ -96,11 +100,11 @@ class AslParseCache:
         cache = self
 
         def parse(definition: str) -> tuple[EvalComponent, ParserRuleContext]:
-            with cache._lock:
+            with cache._trees_lock:
                 tree = cache._trees.get(definition)
             if tree is None:  # first time, or a syntax error (raised again, never kept)
                 program, tree = original(definition)
-                with cache._lock:
+                with cache._trees_lock:
                     cache._trees[definition] = tree
                 return program, tree
             return Preprocessor().visit(tree), tree

@@ -7,6 +7,8 @@ parameter or attribute fails here exactly as the deploy would.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -46,7 +48,15 @@ _Loader.add_multi_constructor("!", _tag)
 
 
 def load(path: Path) -> dict[str, Any]:
-    with path.open() as handle:
+    """The template as data: a fresh copy each time, parsed once per version of the file (a
+    test run deploys it hundreds of times, and YAML parsing is a second of each deploy)."""
+    stat = path.stat()
+    return copy.deepcopy(_parsed(str(path.resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    with open(path) as handle:
         data = yaml.load(handle, Loader=_Loader)
     if not isinstance(data, dict) or "Resources" not in data:
         raise TemplateError(f"{path}: not a CloudFormation template")
