@@ -115,7 +115,9 @@ def record_failure(
     autoscaling.create_or_update_tags(Tags=[_tag(group, FAILED_PREFIX + instance_id, _stamp(now))])
     state = read(autoscaling, group, now, settings.window_minutes)
     _forget(autoscaling, group, state.stale)
-    if state.tripped is None and len(state.failures) >= settings.failures:
+    # Tripped again even if the trip tag is still there: someone may have resumed Launch by
+    # hand, and a guard that stayed disarmed would let the loop run (a trip clears the count).
+    if len(state.failures) >= settings.failures:
         reason = (
             f"{_stamp(now)}: {len(state.failures)} launches given up in "
             f"{settings.window_minutes} min; enipin guard release --asg {group}"

@@ -106,6 +106,18 @@ def test_one_instance_counts_once_however_often_its_failure_is_recorded(autoscal
     assert len(state.failures) == 1 and suspended(autoscaling) == []
 
 
+def test_launch_resumed_by_hand_leaves_the_guard_armed(autoscaling: Any) -> None:
+    for instance_id in ("i-1", "i-2", "i-3"):
+        record_failure(autoscaling, GROUP, instance_id, NOW, SETTINGS)
+    # an operator resumes Launch in the console, the trip tag left on the group
+    autoscaling.resume_processes(AutoScalingGroupName=GROUP, ScalingProcesses=["Launch"])
+    for instance_id in ("i-4", "i-5"):
+        assert not record_failure(autoscaling, GROUP, instance_id, NOW, SETTINGS).tripped_now
+    assert suspended(autoscaling) == []
+    assert record_failure(autoscaling, GROUP, "i-6", NOW, SETTINGS).tripped_now
+    assert suspended(autoscaling) == ["Launch"]
+
+
 def test_release_resumes_launch_and_clears_only_the_guards_tags(autoscaling: Any) -> None:
     for instance_id in ("i-1", "i-2", "i-3"):
         record_failure(autoscaling, GROUP, instance_id, NOW, SETTINGS)
