@@ -75,8 +75,17 @@ class World:
         return finish(self.sb, arn)
 
     def listed(self, arn: str) -> dict[str, Any]:
-        items = self.sb.executions("RedriveStateMachine")
-        return next(item for item in items if item["executionArn"] == arn)
+        """The execution as ListExecutions shows it, once the listing has caught up with its
+        start (it is eventually consistent, on AWS as in the sandbox)."""
+        found: list[dict[str, Any]] = []
+
+        def shown() -> bool:
+            items = self.sb.executions("RedriveStateMachine")
+            found[:] = [item for item in items if item["executionArn"] == arn]
+            return bool(found)
+
+        wait_until(shown, self.sb, aws_seconds=60)
+        return found[0]
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ def test_an_instance_ec2_never_shows_fails_named_after_the_window(sandbox: Facto
     # THEN it ends named, after a bounded wait, with the (unknown) action given up
     assert (run["status"], run["error"]) == ("FAILED", "InstanceNotFound")
     path = path_of(sb, run["executionArn"])
-    assert path[-2:] == ["AbandonLaunch", "LaunchFailed"]
+    assert path[-3:] == ["AbandonLaunch", "GuardLaunchStorm", "LaunchFailed"]
     assert 1 <= path.count("WaitForInstance") <= 13  # 60 s of 5 s polls at most
     assert sb.ledger.by_operation(outcome="ok").get("ec2.AttachNetworkInterface", 0) == 0
 
@@ -226,6 +226,7 @@ def test_wait_bounds_past_the_history_limit_are_rejected_and_the_action_given_up
         "ReadActionFromEvent",
         "ReleaseEni",
         "AbandonLaunch",
+        "GuardLaunchStorm",
         "LaunchFailed",
     ]
     instance_id = json.loads(run["input"])["detail"]["EC2InstanceId"]
@@ -355,5 +356,10 @@ def test_a_device_index_held_by_another_interface_fails_named_after_its_retries(
     # pool ENI was left on the instance
     assert run["error"] == "DeviceIndexInUse"
     assert history_errors(sb, run["executionArn"]).count("DeviceIndexInUse") == 3
-    assert path_of(sb, run["executionArn"])[-3:] == ["ReleaseEni", "AbandonLaunch", "LaunchFailed"]
+    assert path_of(sb, run["executionArn"])[-4:] == [
+        "ReleaseEni",
+        "AbandonLaunch",
+        "GuardLaunchStorm",
+        "LaunchFailed",
+    ]
     assert pool_enis_on(sb, taken[0]) == []

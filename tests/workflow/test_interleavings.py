@@ -28,7 +28,7 @@ Factory = Callable[..., Sandbox]
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 # How a launch run ends that gave an ENI back before giving its action up
-RELEASED_THEN_ABANDONED = ["ReleaseEni", "AbandonLaunch", "LaunchFailed"]
+RELEASED_THEN_ABANDONED = ["ReleaseEni", "AbandonLaunch", "GuardLaunchStorm", "LaunchFailed"]
 
 
 def endings(sb: Sandbox, instance_id: str) -> list[tuple[str, str, str]]:
@@ -187,7 +187,7 @@ def test_keep_an_eni_kept_through_the_warm_pool_is_given_back_when_its_launch_ou
             for e in sb.executions()
             if e["name"].startswith(instance_id) and e["status"] == "FAILED"
         ]
-        assert path_of(sb, launch_out["executionArn"])[-3:] == RELEASED_THEN_ABANDONED
+        assert path_of(sb, launch_out["executionArn"])[-4:] == RELEASED_THEN_ABANDONED
     assert left_for_ec2(sb) == []
     assert not timed_out(sb)
 
@@ -215,7 +215,7 @@ def test_keep_an_eni_kept_through_the_warm_pool_is_given_back_when_validation_it
     sb.settle()
     # THEN the ENI it kept came off before its ABANDON let it go: EC2 freed none
     (failed,) = [e for e in sb.executions() if e["status"] == "FAILED"]
-    assert path_of(sb, failed["executionArn"])[-4:] == [
+    assert path_of(sb, failed["executionArn"])[-5:] == [
         "ReadActionFromEvent",
         *RELEASED_THEN_ABANDONED,
     ]
@@ -383,7 +383,7 @@ def test_an_attach_landing_after_the_terminate_run_looked_is_released_before_ec2
     # THEN the ENI the attach put on the dying instance came off before EC2 had to free it
     assert victim
     (launch,) = sb.executions()
-    assert path_of(sb, launch["executionArn"])[-3:] == RELEASED_THEN_ABANDONED
+    assert path_of(sb, launch["executionArn"])[-4:] == RELEASED_THEN_ABANDONED
     assert left_for_ec2(sb) == []
     assert not timed_out(sb)
 
@@ -468,7 +468,7 @@ def test_an_attach_landing_after_the_terminate_runs_last_look_is_taken_off_by_th
     sb.settle()
     # THEN AttachEni, asking Auto Scaling after its attach, took the ENI off at once
     assert victim
-    assert launch_path(sb)[-4:] == ["AttachEni", *RELEASED_THEN_ABANDONED]
+    assert launch_path(sb)[-5:] == ["AttachEni", *RELEASED_THEN_ABANDONED]
     assert endings(sb, victim[0])[-1] == ("TERMINATING", "CompleteLifecycleAction", "CONTINUE")
     assert left_for_ec2(sb) == []
     assert not timed_out(sb)

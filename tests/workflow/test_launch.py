@@ -134,7 +134,7 @@ def test_exhausted_pool_waits_then_abandons_without_touching_an_eni(sandbox: Fac
     path = path_of(sb, run["executionArn"])
     assert "WaitForReleasedEni" in path
     assert "HeartbeatWhilePoolIsEmpty" in path
-    assert path[-2:] == ["AbandonLaunch", "LaunchFailed"]
+    assert path[-3:] == ["AbandonLaunch", "GuardLaunchStorm", "LaunchFailed"]
     abandoned = json.loads(run["input"])["detail"]["EC2InstanceId"]
     assert pool_enis_on(sb, abandoned) == []
     wait_until(lambda: instance_state(sb, abandoned) == "terminated", sb)
@@ -224,10 +224,11 @@ def test_an_instance_terminated_through_ec2_just_before_its_attach_fails_named(
     sb.scale_out(1)
     instance_id, run = abandoned_run(sb)
     assert run["error"] == "InstanceTerminating"
-    assert path_of(sb, run["executionArn"])[-4:] == [
+    assert path_of(sb, run["executionArn"])[-5:] == [
         "AttachEni",
         "ReleaseEni",
         "AbandonLaunch",
+        "GuardLaunchStorm",
         "LaunchFailed",
     ]
     assert pool_enis_on(sb, instance_id) == []
@@ -279,6 +280,7 @@ def test_a_lambda_outage_at_validate_event_gives_the_action_up_instead_of_leavin
         "ReadActionFromEvent",
         "ReleaseEni",
         "AbandonLaunch",
+        "GuardLaunchStorm",
         "LaunchFailed",
     ]
     (ended, *_) = sb.autoscaling.ended_actions()
@@ -315,7 +317,12 @@ def abandoned_run(sb: Sandbox) -> tuple[str, dict[str, Any]]:
 
 
 def assert_released_and_abandoned(sb: Sandbox, instance_id: str, run: dict[str, Any]) -> None:
-    assert path_of(sb, run["executionArn"])[-3:] == ["ReleaseEni", "AbandonLaunch", "LaunchFailed"]
+    assert path_of(sb, run["executionArn"])[-4:] == [
+        "ReleaseEni",
+        "AbandonLaunch",
+        "GuardLaunchStorm",
+        "LaunchFailed",
+    ]
     assert pool_enis_on(sb, instance_id) == []
     wait_until(lambda: instance_state(sb, instance_id) == "terminated", sb)
 

@@ -262,6 +262,7 @@ REACHED_IN = {
     (LAUNCH, "CompleteLaunch"): "pin",
     (LAUNCH, "ReleaseEni"): "abandon",
     (LAUNCH, "AbandonLaunch"): "abandon",
+    (LAUNCH, "GuardLaunchStorm"): "abandon",
     (TERMINATE, "ValidateEvent"): "release",
     (TERMINATE, "ContinueIntoWarmPool"): "warm pool return",
     (TERMINATE, "FindPoolEnis"): "release",
