@@ -24,7 +24,7 @@ from enipin.deployment import Deployment
 from enipin.executions import FINAL_FAILURES, list_executions
 from enipin.pool import Group, check_capacity, find_group, read_pool
 from enipin_core.names import LAUNCHING, TERMINATING
-from enipin_core.stormguard import TRIPPED_KEY
+from enipin_core.stormguard import LAUNCH_PROCESS, TRIPPED_KEY
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 LAUNCH_HOOK, TERMINATE_HOOK = "enipin-launch", "enipin-terminate"  # what the rule matches
@@ -152,7 +152,7 @@ def check_group(dep: Deployment, name: str, spare: int) -> list[Finding]:
 def check_launches_suspended(dep: Deployment, name: str, raw: dict[str, Any]) -> Finding:
     """A suspended Launch process: the storm guard's trip (its tag says why), an operator's, or
     Auto Scaling's own administrative suspension after a day of failed launches."""
-    suspended = [p for p in raw.get("SuspendedProcesses", []) if p["ProcessName"] == "Launch"]
+    suspended = [p for p in raw.get("SuspendedProcesses", []) if p["ProcessName"] == LAUNCH_PROCESS]
     if not suspended:
         return Finding("launches", name, PASS, "Launch process running")
     tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}

@@ -10,31 +10,28 @@ from typing import Any
 
 from enipin.deployment import Deployment
 from enipin.errors import OperatorError
-from enipin_core.stormguard import LAUNCH_PROCESS, read, release
+from enipin_core.stormguard import launch_suspended, release, state_of
 
 WINDOW_SHOWN = 24 * 60  # minutes of given-up launches `guard status` counts
 
 
 def status(deployment: Deployment, group: str | None = None) -> list[dict[str, Any]]:
-    """Each managed group (or ``group``): tripped or not, why, failures counted, Launch state."""
-    autoscaling = deployment.client("autoscaling")
+    """Each managed group (or ``group``): tripped or not, why, failures counted, Launch state;
+    all from one DescribeAutoScalingGroups, whose answer carries each group's tags."""
     groups = _groups(deployment, group)
-    found = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=groups)
-    suspended = {
-        g["AutoScalingGroupName"]: any(
-            p["ProcessName"] == LAUNCH_PROCESS for p in g.get("SuspendedProcesses", [])
-        )
-        for g in found["AutoScalingGroups"]
-    }
+    found = deployment.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=groups
+    )["AutoScalingGroups"]
     now = datetime.now(UTC)
     rows = []
-    for name in groups:
-        state = read(autoscaling, name, now, WINDOW_SHOWN)
+    for described in found:
+        tags = {t["Key"]: t["Value"] for t in described.get("Tags", [])}
+        state = state_of(described["AutoScalingGroupName"], tags, now, WINDOW_SHOWN)
         rows.append(
             {
-                "groupName": name,
+                "groupName": state.group,
                 "guard": "TRIPPED" if state.tripped else "armed",
-                "launchSuspended": suspended.get(name, False),
+                "launchSuspended": launch_suspended(described),
                 "failuresCounted": len(state.failures),
                 "why": state.tripped or "",
             }
@@ -46,7 +43,7 @@ def release_group(deployment: Deployment, group: str) -> dict[str, Any]:
     """Resume the group's launches and clear the guard's count."""
     (name,) = _groups(deployment, group)
     state = release(deployment.client("autoscaling"), name)
-    return {"groupName": name, "wasTripped": state.tripped or "", "launchSuspended": False}
+    return {"groupName": name, "wasTripped": state.tripped or ""}
 
 
 def _groups(deployment: Deployment, group: str | None) -> list[str]:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from enipin_core.stormguard import launch_suspended
+
 if TYPE_CHECKING:
     from enipin_lab.sandbox import Sandbox
 
@@ -73,7 +75,7 @@ def _watch(sb: Sandbox, start: float, seconds: float) -> float | None:
             (group,) = autoscaling.describe_auto_scaling_groups(
                 AutoScalingGroupNames=[sb.group_name]
             )["AutoScalingGroups"]
-            if any(p["ProcessName"] == "Launch" for p in group["SuspendedProcesses"]):
+            if launch_suspended(group):
                 tripped = sb.clock.monotonic()
     return tripped
 

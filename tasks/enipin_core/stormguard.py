@@ -83,7 +83,11 @@ def _parse(value: str) -> datetime | None:
 
 def read(autoscaling: Any, group: str, now: datetime, window_minutes: int) -> GuardState:
     """The guard's tags on ``group``, split into failures in the window and stale ones."""
-    tags = _group_tags(autoscaling, group)
+    return state_of(group, _group_tags(autoscaling, group), now, window_minutes)
+
+
+def state_of(group: str, tags: dict[str, str], now: datetime, window_minutes: int) -> GuardState:
+    """What the guard's tags among ``tags`` (the group's, key -> value) say as of ``now``."""
     since = now - timedelta(minutes=window_minutes)
     failures: list[tuple[str, datetime]] = []
     stale: list[str] = []
@@ -100,6 +104,11 @@ def read(autoscaling: Any, group: str, now: datetime, window_minutes: int) -> Gu
     )
 
 
+def launch_suspended(group: dict[str, Any]) -> bool:
+    """Whether a group, as DescribeAutoScalingGroups describes it, has Launch suspended."""
+    return any(p["ProcessName"] == LAUNCH_PROCESS for p in group.get("SuspendedProcesses", []))
+
+
 def _group_tags(autoscaling: Any, group: str) -> dict[str, str]:
     pages = autoscaling.get_paginator("describe_tags").paginate(
         Filters=[{"Name": "auto-scaling-group", "Values": [group]}]
@@ -114,18 +123,18 @@ def record_failure(
     per instance: a retried invocation writes the same key again."""
     autoscaling.create_or_update_tags(Tags=[_tag(group, FAILED_PREFIX + instance_id, _stamp(now))])
     state = read(autoscaling, group, now, settings.window_minutes)
-    _forget(autoscaling, group, state.stale)
     # Tripped again even if the trip tag is still there: someone may have resumed Launch by
     # hand, and a guard that stayed disarmed would let the loop run (a trip clears the count).
-    if len(state.failures) >= settings.failures:
-        reason = (
-            f"{_stamp(now)}: {len(state.failures)} launches given up in "
-            f"{settings.window_minutes} min; enipin guard release --asg {group}"
-        )
-        trip(autoscaling, group, reason)
-        _forget(autoscaling, group, [FAILED_PREFIX + i for i, _ in state.failures])
-        return GuardState(group, state.failures, (), reason, tripped_now=True)
-    return state
+    if len(state.failures) < settings.failures:
+        _forget(autoscaling, group, state.stale)
+        return state
+    reason = (
+        f"{_stamp(now)}: {len(state.failures)} launches given up in "
+        f"{settings.window_minutes} min; enipin guard release --asg {group}"
+    )
+    trip(autoscaling, group, reason)
+    _forget(autoscaling, group, [*state.stale, *(FAILED_PREFIX + i for i, _ in state.failures)])
+    return GuardState(group, state.failures, (), reason, tripped_now=True)
 
 
 def trip(autoscaling: Any, group: str, reason: str) -> None:

@@ -89,13 +89,41 @@ def test_a_terminate_event_lost_while_the_launch_run_waits_is_resumed_by_the_rec
 
 def _warm_group(sandbox: Factory, policy: str) -> Sandbox:
     sb = sandbox(azs=1, pool_per_az=4, max_size=2, parameters={"WarmPoolEni": policy})
+    _put_warm_pool_reused_on_scale_in(sb)
+    return sb
+
+
+def _one_out_of_the_warm_pool(sandbox: Factory, policy: str) -> tuple[Sandbox, str]:
+    """A warm group settled, then one instance taken out of its pool into service."""
+    sb = _warm_group(sandbox, policy)
+    sb.settle()
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    return sb, instance_id
+
+
+def _put_warm_pool_reused_on_scale_in(sb: Sandbox) -> None:
+    """A stopped warm pool, no minimum, that takes scaled-in instances back."""
     sb.client("autoscaling").put_warm_pool(
         AutoScalingGroupName=sb.group_name,
         MinSize=0,
         PoolState="Stopped",
         InstanceReusePolicy={"ReuseOnScaleIn": True},
     )
-    return sb
+
+
+def _at_the_look_for_free_enis(sb: Sandbox, act: Callable[[], None]) -> None:
+    """Run ``act`` once, as FindFreeEni's describe of free ENIs is about to go out (other
+    describes pass by)."""
+
+    def actor(params: dict[str, list[str]]) -> None:
+        if "available" not in str(params):  # not FindFreeEni's describe: wait for that one
+            sb.ledger.before("ec2", "DescribeNetworkInterfaces", actor)
+            return
+        act()
+
+    sb.ledger.before("ec2", "DescribeNetworkInterfaces", actor)
 
 
 def test_keep_a_lost_event_into_the_warm_pool_is_resumed_and_pinned_there(
@@ -125,11 +153,7 @@ def test_release_a_return_to_the_warm_pool_whose_run_failed_after_its_detach_is_
     sandbox: Factory,
 ) -> None:
     # GIVEN WarmPoolEni=RELEASE, an instance in service, pinned
-    sb = _warm_group(sandbox, "RELEASE")
-    sb.settle()
-    sb.scale_out(1)
-    sb.settle()
-    (instance_id,) = in_service(sb)
+    sb, instance_id = _one_out_of_the_warm_pool(sandbox, "RELEASE")
     assert len(pool_enis_on(sb, instance_id)) == 1
     # WHEN it goes back to the pool and the return's run fails once its ENI is off (Auto
     # Scaling refuses the completion: the run ends FAILED, the action still waits)
@@ -485,7 +509,6 @@ def test_keep_an_attach_landing_as_the_instance_goes_back_to_the_pool_stays_ther
         max_size=1,
         parameters={"WarmPoolEni": "KEEP", "AgentWaitSeconds": 120},
     )
-    asg = sb.client("autoscaling")
     returned: list[str] = []
 
     def back_to_the_pool_first(params: Any) -> None:
@@ -494,12 +517,7 @@ def test_keep_an_attach_landing_as_the_instance_goes_back_to_the_pool_stays_ther
         (instance_id,) = group_instances(sb)
         returned.append(instance_id)
         sb.guests.set_faults(instance_id, {"agent_absent"})
-        asg.put_warm_pool(
-            AutoScalingGroupName=sb.group_name,
-            MinSize=0,
-            PoolState="Stopped",
-            InstanceReusePolicy={"ReuseOnScaleIn": True},
-        )
+        _put_warm_pool_reused_on_scale_in(sb)
         sb.ledger.before("auto-scaling", "CompleteLifecycleAction", once_attached)
         sb.scale_in(1)
         wait_until(lambda: warm_instances(sb).get(instance_id) == "Warmed:Pending:Wait", sb)
@@ -565,11 +583,7 @@ def test_keep_an_instance_whose_eni_was_deleted_by_hand_goes_back_to_the_pool_an
     sandbox: Factory,
 ) -> None:
     # GIVEN WarmPoolEni=KEEP, an instance out of the warm pool in service with its kept ENI
-    sb = _warm_group(sandbox, "KEEP")
-    sb.settle()
-    sb.scale_out(1)
-    sb.settle()
-    (instance_id,) = in_service(sb)
+    sb, instance_id = _one_out_of_the_warm_pool(sandbox, "KEEP")
     (eni,) = pool_enis_on(sb, instance_id)
     # WHEN an operator deletes that ENI by hand, and a scale-in sends the instance back to the
     # pool before any reconciler round repairs it (chaos seed 350)
@@ -635,17 +649,14 @@ def test_a_launch_whose_action_a_scale_in_ended_attaches_nothing(sandbox: Factor
     sb = sandbox(azs=1, pool_per_az=2)
     scaled_in: list[str] = []
 
-    def scale_in_at_the_look_for_free_enis(params: dict[str, list[str]]) -> None:
-        if "available" not in str(params):  # not FindFreeEni's describe: wait for that one
-            sb.ledger.before("ec2", "DescribeNetworkInterfaces", scale_in_at_the_look_for_free_enis)
-            return
+    def scale_in() -> None:
         # WHEN a scale-in takes the instance: its launch action ends, the terminate hook holds it
         (instance_id,) = group_instances(sb)
         scaled_in.append(instance_id)
         sb.scale_in(1)
         wait_until(lambda: state_of(sb, instance_id) in ("Terminating:Wait", None), sb)
 
-    sb.ledger.before("ec2", "DescribeNetworkInterfaces", scale_in_at_the_look_for_free_enis)
+    _at_the_look_for_free_enis(sb, scale_in)
     sb.scale_out(1)
     sb.settle()
     # THEN the launch run asked after its own action before attaching, and attached nothing
@@ -666,25 +677,15 @@ def test_keep_a_launch_scaled_back_into_the_pool_before_its_pin_is_pinned_on_its
     sb = sandbox(azs=1, pool_per_az=2, max_size=1, parameters={"WarmPoolEni": "KEEP"})
     returned: list[str] = []
 
-    def back_to_the_pool_at_the_look_for_free_enis(params: dict[str, list[str]]) -> None:
-        if "available" not in str(params):  # not FindFreeEni's describe: wait for that one
-            sb.ledger.before(
-                "ec2", "DescribeNetworkInterfaces", back_to_the_pool_at_the_look_for_free_enis
-            )
-            return
+    def back_to_the_pool() -> None:
         # WHEN a scale-in sends it into the warm pool before anything was attached
         (instance_id,) = group_instances(sb)
         returned.append(instance_id)
-        sb.client("autoscaling").put_warm_pool(
-            AutoScalingGroupName=sb.group_name,
-            MinSize=0,
-            PoolState="Stopped",
-            InstanceReusePolicy={"ReuseOnScaleIn": True},
-        )
+        _put_warm_pool_reused_on_scale_in(sb)
         sb.scale_in(1)
         wait_until(lambda: warm_instances(sb).get(instance_id) == "Warmed:Pending:Wait", sb)
 
-    sb.ledger.before("ec2", "DescribeNetworkInterfaces", back_to_the_pool_at_the_look_for_free_enis)
+    _at_the_look_for_free_enis(sb, back_to_the_pool)
     sb.scale_out(1)
     sb.settle()
     # THEN it rests there with nothing to keep (it never had an ENI), its launch run attached

@@ -214,7 +214,8 @@ class _Faults(_Observer):
             self.sb.clock.sleep(float(params["fixed_after"]))
         finally:
             self.sb.guests.set_default_faults(set())
-        self.notes.append("launches kept failing: " + self.release_storm_guard())
+        released = self.release_storm_guard() or "storm guard not tripped"
+        self.notes.append("launches kept failing: " + released)
         return bool(new)
 
     def _absent_agent(self, params: dict[str, Any]) -> bool:

@@ -58,10 +58,8 @@ class _Invariants(_Observer):
     def converge(self) -> None:
         """Quiet, then a reconciler round (as its schedule would run one), then quiet again;
         a storm guard the run tripped is released first, as the operator would once it ends."""
-        if self.settle():
-            released = self.release_storm_guard()
-            if released != "storm guard not tripped":
-                self.notes.append("at the end: " + released)
+        if self.settle() and (released := self.release_storm_guard()):
+            self.notes.append("at the end: " + released)
         for _ in range(2):
             if not self.settle():
                 return

@@ -133,7 +133,7 @@ class _Observer:
 
     def release_storm_guard(self) -> str:
         """What ``enipin guard release`` does for each group the guard holds, through the
-        operations layer; which groups it held."""
+        operations layer; a note naming them, or empty when it held none."""
         dep = self._deployment()
         held = [
             row["groupName"]
@@ -142,7 +142,7 @@ class _Observer:
         ]
         for group in held:
             guard.release_group(dep, group)
-        return f"storm guard released on {', '.join(held)}" if held else "storm guard not tripped"
+        return f"storm guard released on {', '.join(held)}" if held else ""
 
     def _deployment(self) -> Deployment:
         return connect(None, REGION, STACK_NAME)
