@@ -1029,3 +1029,164 @@ def test_a_group_with_launch_suspended_launches_nothing_until_resumed(w: World) 
     # WHEN Launch is resumed, THEN the group launches the three it lacks at once
     w.asg.resume_processes(AutoScalingGroupName=w.group, ScalingProcesses=["Launch"])
     assert len(_states(w)) == 3
+
+
+# -- instance refresh and the instance maintenance policy --------------------------------------
+
+
+def _refresh(w: World) -> dict[str, Any]:
+    """The group's newest instance refresh, as DescribeInstanceRefreshes lists it."""
+    return w.asg.describe_instance_refreshes(AutoScalingGroupName=w.group)["InstanceRefreshes"][0]
+
+
+def _watch_refresh(w: World, timeout: float = 20.0) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Poll the group until its refresh ends; return the refresh and every state seen."""
+    seen: list[dict[str, str]] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        seen.append(_states(w))
+        refresh = _refresh(w)
+        if refresh["Status"] in {"Successful", "Failed", "Cancelled"}:
+            return refresh, seen
+        time.sleep(0.005)
+    raise AssertionError(f"refresh still {_refresh(w)['Status']}")
+
+
+def _serving(states: dict[str, str]) -> int:
+    return sum(1 for s in states.values() if s.startswith("Pending") or s == "InService")
+
+
+def test_a_launch_first_refresh_launches_a_batch_before_terminating_within_max_healthy(
+    w: World,
+) -> None:
+    """AWS (instance-refresh-overview): with MaxHealthyPercentage above 100 the refresh
+    launches new instances first, up to that share of desired capacity, and terminates old
+    ones only once the new ones are InService and warmed up."""
+    _create_group(w, 6)
+    old = set(_states(w))
+    w.asg.start_instance_refresh(
+        AutoScalingGroupName=w.group,
+        Preferences={
+            "MinHealthyPercentage": 100,
+            "MaxHealthyPercentage": 150,
+            "InstanceWarmup": 30,
+        },
+    )
+    refresh, seen = _watch_refresh(w)
+    assert refresh["Status"] == "Successful", refresh
+    assert (refresh["PercentageComplete"], refresh["InstancesToUpdate"]) == (100, 0)
+    # never more than 150% of desired serving, never fewer than 100% in service
+    assert max(_serving(s) for s in seen) == 9
+    assert min(sum(1 for v in s.values() if v == "InService") for s in seen) >= 6
+    final = _states(w)
+    assert len(final) == 6 and not set(final) & old
+    assert {_ec2_state(w, i) for i in old} == {"terminated"}
+
+
+def test_a_terminate_first_refresh_replaces_batches_within_min_healthy(w: World) -> None:
+    """AWS: at MaxHealthyPercentage 100 the refresh terminates first, desired minus
+    MinHealthyPercentage at a time, and launches the replacements at once."""
+    _create_group(w, 6)
+    old = set(_states(w))
+    w.asg.start_instance_refresh(
+        AutoScalingGroupName=w.group,
+        Preferences={"MinHealthyPercentage": 50, "MaxHealthyPercentage": 100, "InstanceWarmup": 30},
+    )
+    refresh, seen = _watch_refresh(w)
+    assert refresh["Status"] == "Successful", refresh
+    assert max(_serving(s) for s in seen) == 6
+    # batches of 3 (half of 6): the old instances go three at a time, 30 s warm-up apart
+    old_left = [6] + [len(set(s) & old) for s in seen]
+    assert list(dict.fromkeys(old_left)) == [6, 3, 0]
+    assert not set(_states(w)) & old and len(_states(w)) == 6
+
+
+def test_a_refresh_fails_when_its_replacements_keep_being_abandoned(w: World) -> None:
+    """AWS (StartInstanceRefresh): a refresh can fail on EC2 launch failures; here its
+    replacements' launch hooks ABANDON, the group replaces them, and the refresh fails
+    (after three in a row) with a reason, back at desired with its old instances serving."""
+    _create_group(w, 2, [_hook()])
+    for instance_id in _states(w):
+        _complete(w, "CONTINUE", InstanceId=instance_id)
+    old = set(_states(w))
+    w.asg.start_instance_refresh(
+        AutoScalingGroupName=w.group,
+        Preferences={"MinHealthyPercentage": 100, "MaxHealthyPercentage": 150, "InstanceWarmup": 0},
+    )
+    abandoned: set[str] = set()
+    end = time.monotonic() + 20
+    while _refresh(w)["Status"] not in {"Failed", "Successful"} and time.monotonic() < end:
+        for action in w.fidelity.pending_actions():
+            if action["instance_id"] not in old and action["instance_id"] not in abandoned:
+                _complete(w, "ABANDON", InstanceId=action["instance_id"])
+                abandoned.add(action["instance_id"])
+        time.sleep(0.005)
+    refresh = _refresh(w)
+    assert refresh["Status"] == "Failed", refresh
+    assert "3 replacement instances in a row" in refresh["StatusReason"]
+    assert len(abandoned) == 3
+    _wait_for(lambda: set(_states(w)) == old)  # the surge is gone, the old ones serve
+
+
+def test_one_refresh_at_a_time_cancel_and_the_maintenance_policy_in_describe(w: World) -> None:
+    """AWS: a second StartInstanceRefresh while one is active fails with
+    InstanceRefreshInProgress; CancelInstanceRefresh ends it (ActiveInstanceRefreshNotFound
+    with none); the group's InstanceMaintenancePolicy is validated, shown, and the refresh's
+    default."""
+    w.asg.create_auto_scaling_group(
+        AutoScalingGroupName=w.group,
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=2,
+        LaunchTemplate={"LaunchTemplateName": "workers-lt"},
+        VPCZoneIdentifier=",".join(w.subnets.values()),
+        InstanceMaintenancePolicy={"MinHealthyPercentage": 100, "MaxHealthyPercentage": 110},
+        DefaultInstanceWarmup=600,
+    )
+    group = w.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[w.group])
+    described = group["AutoScalingGroups"][0]
+    assert described["InstanceMaintenancePolicy"] == {
+        "MinHealthyPercentage": 100,
+        "MaxHealthyPercentage": 110,
+    }
+    with pytest.raises(ClientError, match="cannot be greater than 100"):
+        w.asg.update_auto_scaling_group(
+            AutoScalingGroupName=w.group,
+            InstanceMaintenancePolicy={"MinHealthyPercentage": 0, "MaxHealthyPercentage": 150},
+        )
+    w.asg.start_instance_refresh(AutoScalingGroupName=w.group)
+    assert _refresh(w)["Preferences"]["MaxHealthyPercentage"] == 110  # the policy's
+    assert _refresh(w)["Preferences"]["InstanceWarmup"] == 600  # DefaultInstanceWarmup
+    with pytest.raises(ClientError) as second:
+        w.asg.start_instance_refresh(AutoScalingGroupName=w.group)
+    assert second.value.response["Error"]["Code"] == "InstanceRefreshInProgress"
+    w.asg.cancel_instance_refresh(AutoScalingGroupName=w.group)
+    _wait_for(lambda: _refresh(w)["Status"] == "Cancelled")
+    with pytest.raises(ClientError) as none:
+        w.asg.cancel_instance_refresh(AutoScalingGroupName=w.group)
+    assert none.value.response["Error"]["Code"] == "ActiveInstanceRefreshNotFound"
+    _wait_for(lambda: _serving(_states(w)) == 2)  # the cancelled surge does not stay
+
+
+def test_a_refresh_replaces_nothing_while_launch_is_suspended_and_goes_on_once_resumed(
+    w: World,
+) -> None:
+    """AWS (how suspended processes affect other processes): with Launch suspended
+    "InstanceRefresh does not replace instances"; the paused refresh stays InProgress (the
+    sandbox counts it settled: only a person moves it) and finishes once Launch resumes."""
+    _create_group(w, 2)
+    old = set(_states(w))
+    w.asg.suspend_processes(AutoScalingGroupName=w.group, ScalingProcesses=["Launch"])
+    w.asg.start_instance_refresh(
+        AutoScalingGroupName=w.group,
+        Preferences={"MinHealthyPercentage": 50, "MaxHealthyPercentage": 100, "InstanceWarmup": 0},
+    )
+    w.clock.sleep(60)  # twelve of the refresh's looks
+    assert _refresh(w)["Status"] == "InProgress"
+    assert set(_states(w)) == old  # nothing terminated, nothing launched
+    assert w.fidelity.settled()
+    w.asg.resume_processes(AutoScalingGroupName=w.group, ScalingProcesses=["Launch"])
+    assert not w.fidelity.settled()
+    refresh, _ = _watch_refresh(w)
+    assert refresh["Status"] == "Successful"
+    assert not set(_states(w)) & old

@@ -2,7 +2,8 @@
 
 Plain moto puts every instance of a group in its first subnet, ignores lifecycle hooks
 (instances go ``InService`` or vanish at once), has no ``CompleteLifecycleAction`` or
-``RecordLifecycleActionHeartbeat`` and sends nothing to EventBridge. This adaptation puts
+``RecordLifecycleActionHeartbeat`` and sends nothing to EventBridge. It has no instance
+refresh and drops the instance maintenance policy. This adaptation puts
 those behaviours back on moto's own group and instance state, one concern a module, each
 layer's class built on the one below:
 
@@ -14,6 +15,8 @@ layer's class built on the one below:
   timeouts and results;
 * :mod:`.warm_pool`: the warm pool beside a group, its instances' way in and out;
 * :mod:`.capacity`: hooks, AZ-balanced launches and scale-in, terminations, group deletion;
+* :mod:`.refresh`: instance refreshes (launch-first and terminate-first batches, warm-up,
+  failure) and the group's instance maintenance policy;
 * :mod:`.fidelity`: :class:`AutoScalingFidelity`, the public API and the patches on moto.
 
 Instances leave through the EC2 backend's ``terminate_instances`` so EC2-side adaptations

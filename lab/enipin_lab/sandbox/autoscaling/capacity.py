@@ -58,6 +58,9 @@ class _Capacity(_WarmPool):
         super().__init__(clock)
         self._backoff = replacement_backoff
         self._replacements = 0  # replacement launches scheduled, not yet run
+        # Instances a group may run above its desired capacity while replacing (an instance
+        # refresh that launches before it terminates), by group name.
+        self._surge: dict[str, int] = {}
 
     # ----------------------------------------------------------------- hooks
 
@@ -133,7 +136,8 @@ class _Capacity(_WarmPool):
                 original(group, capacity)  # weighted mixed-instances groups: moto's arithmetic
                 return
             group.desired_capacity = group.min_size if capacity is None else capacity
-            delta = (group.desired_capacity or 0) - len(_capacity_states(group))
+            wanted = (group.desired_capacity or 0) + self._surge.get(group.name, 0)
+            delta = wanted - len(_capacity_states(group))
             if delta > 0:
                 group.replace_autoscaling_group_instances(delta, group.get_propagated_tags())
             elif delta < 0:
@@ -166,16 +170,21 @@ class _Capacity(_WarmPool):
 
     def _scale_in(self, group: FakeAutoScalingGroup, count: int) -> None:
         victims = _choose_victims(group, count)
-        hooks = _hooks(group, TERMINATING)
-        self._drop_instances(group.region, [state.instance.id for state in victims])
         if _reuses_on_scale_in(group):
-            self._return_to_warm_pool(group, victims, hooks)
+            self._drop_instances(group.region, [state.instance.id for state in victims])
+            self._return_to_warm_pool(group, victims, _hooks(group, TERMINATING))
             return
+        self._retire(group, victims)
+
+    def _retire(self, group: FakeAutoScalingGroup, states: list[InstanceState]) -> None:
+        """Terminate these instances through the terminate hooks, launching nothing for them."""
+        hooks = _hooks(group, TERMINATING)
+        self._drop_instances(group.region, [state.instance.id for state in states])
         if not hooks:
-            if victims:
-                _terminate(group, victims)
+            if states:
+                _terminate(group, states)
             return
-        for state in victims:
+        for state in states:
             state.lifecycle_state = "Terminating:Wait"
             self._begin_wait(group, state.instance.id, TERMINATING, hooks)
 

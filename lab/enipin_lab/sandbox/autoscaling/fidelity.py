@@ -18,9 +18,9 @@ from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 from moto.events.utils import EventTemplateParser
 
-from enipin_lab.sandbox.autoscaling.capacity import _Capacity
 from enipin_lab.sandbox.autoscaling.events import _EVENT_TEMPLATE, _FaultRule
 from enipin_lab.sandbox.autoscaling.model import LAUNCHING, TERMINATING
+from enipin_lab.sandbox.autoscaling.refresh import _Refreshing, group_settings
 from enipin_lab.sandbox.autoscaling.warm_pool import _warm, _warm_pool_size
 
 _HOOK_FIELDS = (
@@ -34,11 +34,13 @@ _HOOK_FIELDS = (
 )
 
 
-class AutoScalingFidelity(_Capacity):
+class AutoScalingFidelity(_Refreshing):
     """Adaptation: AZ balancing, lifecycle hooks, lifecycle actions and their events.
 
-    ``AutoScalingFidelity(clock, *, replacement_backoff=10.0)`` (the constructor is the layers'):
-    a launch ABANDONed is replaced ``replacement_backoff`` AWS seconds later.
+    ``AutoScalingFidelity(clock, *, replacement_backoff=10.0, refresh_tick=5.0,
+    failure_limit=3)`` (the constructor is the layers'): a launch ABANDONed is replaced
+    ``replacement_backoff`` AWS seconds later; an instance refresh re-reads its group every
+    ``refresh_tick`` AWS seconds and fails after ``failure_limit`` replacements in a row fail.
 
     Event faults (lifecycle events are best effort on AWS; the default is to deliver each
     event once):
@@ -56,6 +58,8 @@ class AutoScalingFidelity(_Capacity):
     Destination their events carry), ``ended_actions()`` how each one stopped, ``settled()``
     says whether nothing is pending or scheduled, ``event_log()`` records each event's fate.
 
+    Instance refreshes (Start/Describe/CancelInstanceRefresh) and the group's
+    ``InstanceMaintenancePolicy`` and ``DefaultInstanceWarmup`` are the Auto Scaling API's own.
     Warm pools are driven through the Auto Scaling API itself (``put_warm_pool``,
     ``describe_warm_pool``, ``delete_warm_pool``, scaling); there is no extra helper.
     """
@@ -69,6 +73,7 @@ class AutoScalingFidelity(_Capacity):
             + self._process_patches()
             + self._response_patches()
             + self._warm_pool_patches()
+            + self._refresh_patches()
         )
         for owner, name, replacement in patches:
             present = hasattr(owner, name)
@@ -121,9 +126,15 @@ class AutoScalingFidelity(_Capacity):
             ]
 
     def settled(self) -> bool:
-        """True when no action waits and no replacement or event delivery is scheduled."""
+        """True when no action waits, no instance refresh moves (one paused by a suspended
+        process waits for a person) and no replacement or event delivery is scheduled."""
         with self._lock:
-            return not self._actions and self._replacements == 0 and self._deliveries == 0
+            return (
+                not self._actions
+                and self._replacements == 0
+                and self._deliveries == 0
+                and not self._refresh_moving()
+            )
 
     def events_in_flight(self) -> int:
         """Event copies emitted but not yet put on the bus (or dropped)."""
@@ -215,9 +226,19 @@ class AutoScalingFidelity(_Capacity):
     def _response_patches(self) -> list[tuple[type, str, Callable[..., Any]]]:
         fid = self
         create_group = AutoScalingResponse.create_auto_scaling_group
+        update_group = AutoScalingResponse.update_auto_scaling_group
 
         def create_auto_scaling_group(response: AutoScalingResponse) -> ActionResult:
-            return fid._create_group_with_hooks(response, create_group)
+            settings = group_settings(response._get_params())  # invalid: no group made
+            result = fid._create_group_with_hooks(response, create_group)
+            _keep(response, settings)
+            return result
+
+        def update_auto_scaling_group(response: AutoScalingResponse) -> ActionResult:
+            settings = group_settings(response._get_params())
+            result = update_group(response)
+            _keep(response, settings)
+            return result
 
         def put_lifecycle_hook(response: AutoScalingResponse) -> ActionResult:
             spec = {key: response._get_param(key) for key in _HOOK_FIELDS}
@@ -235,6 +256,7 @@ class AutoScalingFidelity(_Capacity):
 
         return [
             (AutoScalingResponse, "create_auto_scaling_group", create_auto_scaling_group),
+            (AutoScalingResponse, "update_auto_scaling_group", update_auto_scaling_group),
             (AutoScalingResponse, "put_lifecycle_hook", put_lifecycle_hook),
             (AutoScalingResponse, "complete_lifecycle_action", complete_lifecycle_action),
             (
@@ -242,6 +264,24 @@ class AutoScalingFidelity(_Capacity):
                 "record_lifecycle_action_heartbeat",
                 record_lifecycle_action_heartbeat,
             ),
+        ]
+
+    def _refresh_patches(self) -> list[tuple[type, str, Callable[..., Any]]]:
+        fid = self
+
+        def start_instance_refresh(response: AutoScalingResponse) -> ActionResult:
+            return ActionResult(fid._start_refresh(response))
+
+        def describe_instance_refreshes(response: AutoScalingResponse) -> ActionResult:
+            return ActionResult(fid._describe_refreshes(response))
+
+        def cancel_instance_refresh(response: AutoScalingResponse) -> ActionResult:
+            return ActionResult(fid._cancel_refresh(response))
+
+        return [
+            (AutoScalingResponse, "start_instance_refresh", start_instance_refresh),
+            (AutoScalingResponse, "describe_instance_refreshes", describe_instance_refreshes),
+            (AutoScalingResponse, "cancel_instance_refresh", cancel_instance_refresh),
         ]
 
     def _warm_pool_patches(self) -> list[tuple[type, str, Any]]:
@@ -300,6 +340,13 @@ class AutoScalingFidelity(_Capacity):
             self._actions.clear()
             self._waits.clear()
             self._replacements = self._deliveries = 0
+
+
+def _keep(response: AutoScalingResponse, settings: dict[str, Any]) -> None:
+    groups = response.autoscaling_backend.autoscaling_groups
+    group = groups[response._get_param("AutoScalingGroupName")]
+    for attribute, value in settings.items():
+        setattr(group, attribute, value)
 
 
 def _count(n: int) -> int:
