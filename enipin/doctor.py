@@ -342,14 +342,17 @@ def _capacity_finding(capacity: Any, warm: int, spare: int) -> Finding:
 
 def _refresh_finding(raw: dict[str, Any], group: Group, enis: Sequence[Any]) -> Finding:
     """With MaxHealthyPercentage above 100 an instance refresh (and any replacement) launches
-    before it terminates: up to that share of desired capacity at once, spread over the AZs,
-    each new instance needing a free ENI while the old ones still hold theirs."""
+    before it terminates: in service plus pending stays within that share of desired capacity
+    (rounded down, at least one more), spread over the AZs, each new instance needing a free
+    ENI while the old ones still hold theirs. A refresh started without preferences takes
+    them from this policy (AWS's instance refresh defaults)."""
     policy = raw.get("InstanceMaintenancePolicy") or {}
     top = int(policy.get("MaxHealthyPercentage") or 100)
     name = group.name
     if top <= 100 or not group.azs:
         return Finding("refresh", name, PASS, f"terminate-first (MaxHealthyPercentage {top})")
-    batch = math.ceil(int(raw["DesiredCapacity"]) * (top - 100) / 100)
+    desired = int(raw["DesiredCapacity"])
+    batch = max(math.floor(desired * top / 100) - desired, 1)
     per_az = math.ceil(batch / len(group.azs))
     free = Counter(e.az for e in enis if e.free)
     short = {az: per_az - free[az] for az in group.azs if free[az] < per_az}

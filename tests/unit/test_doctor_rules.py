@@ -1,6 +1,6 @@
-"""The rules of ``enipin doctor`` that the sandbox cannot seed yet: moto keeps no group
-``InstanceMaintenancePolicy``, so the refresh rule is checked on a group shaped exactly as
-DescribeAutoScalingGroups answers it."""
+"""The arithmetic of ``enipin doctor``'s rules, on a group shaped exactly as
+DescribeAutoScalingGroups answers it (the sandbox seeds the refresh rule end to end in
+``tests/workflow/test_instance_refresh.py``)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def free_enis(per_az: int) -> list[PoolEni]:
         # launch first, 12 desired at 200%: a batch of 12, 4 per AZ
         ({"MinHealthyPercentage": 100, "MaxHealthyPercentage": 200}, 3, FAIL),
         ({"MinHealthyPercentage": 100, "MaxHealthyPercentage": 200}, 4, PASS),
-        # 110% of 12: a batch of 2 (rounded up), 1 per AZ
+        # 125% of 12: a batch of 3, 1 per AZ
+        ({"MinHealthyPercentage": 100, "MaxHealthyPercentage": 125}, 1, PASS),
+        # 110% of 12 is 13.2: a batch of 1 (rounded down), 1 free in any AZ it lands in
         ({"MinHealthyPercentage": 100, "MaxHealthyPercentage": 110}, 1, PASS),
         ({"MinHealthyPercentage": 100, "MaxHealthyPercentage": 110}, 0, FAIL),
     ],
