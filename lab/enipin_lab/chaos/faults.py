@@ -162,6 +162,20 @@ class _Faults(_Observer):
             return False
         return True
 
+    def _instance_refresh(self, params: dict[str, Any]) -> bool:
+        """Start a rolling update of the group with these preferences; it runs on, beside the
+        later steps, and converging waits for its end (the final status goes in the notes)."""
+        if not self.sb.desired():
+            return False
+        try:
+            self.asg.start_instance_refresh(
+                AutoScalingGroupName=self.sb.group_name, Preferences=dict(params)
+            )
+        except ClientError as exc:  # InstanceRefreshInProgress: an earlier one still runs
+            self.notes.append(f"instance refresh: {_code(exc)}")
+            return False
+        return True
+
     def _warm_pool_resized(self, params: dict[str, Any]) -> bool:
         self._put_warm_pool(int(params["min_size"]))
         return True

@@ -65,6 +65,10 @@ class _Invariants(_Observer):
                 return
             self.notes.append("reconcile: " + self.reconcile())
         self.settle()
+        refreshes = self.asg.describe_instance_refreshes(AutoScalingGroupName=self.sb.group_name)
+        for refresh in refreshes["InstanceRefreshes"]:
+            reason = f": {refresh['StatusReason']}" if refresh.get("StatusReason") else ""
+            self.notes.append(f"instance refresh {refresh['Status']}{reason}")
 
     def reconcile(self) -> str:
         """A round of the deployed reconciler, as ``enipin reconcile`` runs one."""

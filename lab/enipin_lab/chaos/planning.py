@@ -39,10 +39,12 @@ FAULTS = (
     "broken_connection",
     "terminate_lost_mid_launch",
     "launches_keep_failing",
+    "instance_refresh",  # drawn only in a world without a warm pool (not modelled with one)
     "warm_pool_resized",  # drawn only in a world with a warm pool
     "other_group_scales",  # drawn only in a world with a second group
 )
 WARM_ONLY, SECOND_GROUP_ONLY = frozenset({"warm_pool_resized"}), frozenset({"other_group_scales"})
+NO_WARM_POOL = frozenset({"instance_refresh"})
 # Calls the functions make that a burst throttles (botocore's service name, operation).
 THROTTLED = (
     ("ec2", "DescribeNetworkInterfaces"),
@@ -65,7 +67,9 @@ AZS, POOL_PER_AZ, MAX_DESIRED = 2, 6, 6
 # holds another on an instance terminated by hand.
 MAX_DELETED = 2
 # Faults that may launch an instance for the purpose: at the group's maximum, room is made first.
-LAUNCHES_ONE = frozenset(FAULTS) - {"scale_out", "scale_in"} - WARM_ONLY - SECOND_GROUP_ONLY
+LAUNCHES_ONE = (
+    frozenset(FAULTS) - {"scale_out", "scale_in"} - WARM_ONLY - SECOND_GROUP_ONLY - NO_WARM_POOL
+)
 SECOND_GROUP, SECOND_MAX = "enipin-chaos-second", 2  # the group sharing the pool, and its size
 STACK_DEVICE_INDEX, HOOK_DEVICE_INDEX = 1, 2  # the template's DeviceIndex; a hooks' override
 MIN_STEPS, MAX_STEPS = 3, 6  # faults after the first scale-out
@@ -123,7 +127,7 @@ class Shape:
 
     def faults(self) -> tuple[str, ...]:
         """The faults a plan may draw in this world."""
-        absent = (set() if self.warm_pool else WARM_ONLY) | (
+        absent = (NO_WARM_POOL if self.warm_pool else WARM_ONLY) | (
             set() if self.second_group else SECOND_GROUP_ONLY
         )
         return tuple(f for f in FAULTS if f not in absent)
@@ -223,6 +227,9 @@ def _params(rng: random.Random, fault: str, desired: int) -> dict[str, Any]:
             "failure": rng.choice(("nic_absent", "agent_absent")),
             "fixed_after": round(rng.uniform(300.0, 1800.0), 1),
         },
+        # an operator's rolling update, launching first (the pool's spares take the batch) or
+        # terminating first, while the other faults go on
+        "instance_refresh": lambda: _refresh_preferences(rng),
         "warm_pool_resized": lambda: {"min_size": rng.randint(0, 2)},
         "other_group_scales": lambda: {"desired": rng.randint(0, SECOND_MAX)},
         "absent_agent": dict,
@@ -244,6 +251,15 @@ def _params(rng: random.Random, fault: str, desired: int) -> dict[str, Any]:
     return choices[fault]()
 
 
+def _refresh_preferences(rng: random.Random) -> dict[str, Any]:
+    launch_first = rng.random() < 0.5
+    return {
+        "MinHealthyPercentage": 100 if launch_first else rng.choice((50, 66, 90)),
+        "MaxHealthyPercentage": rng.choice((110, 125, 150)) if launch_first else 100,
+        "InstanceWarmup": rng.randint(0, 120),
+    }
+
+
 def _termination(rng: random.Random, desired: int) -> dict[str, Any]:
     during = rng.choice((LAUNCH, TERMINATE)) if desired else LAUNCH
     via = rng.choice(("autoscaling", "ec2")) if during == LAUNCH else "ec2"
@@ -259,7 +275,7 @@ def _desired_after(fault: str, params: dict[str, Any], desired: int) -> int:
         return desired + int(params["count"])
     if fault == "scale_in":
         return desired - int(params["count"])
-    if fault in WARM_ONLY | SECOND_GROUP_ONLY:
+    if fault in WARM_ONLY | SECOND_GROUP_ONLY | NO_WARM_POOL:
         return desired  # the group's own capacity does not move
     if fault in ("duplicate_event", "drop_event", "late_event"):
         return desired + (1 if params["transition"] == LAUNCH else -1)
