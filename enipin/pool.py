@@ -135,6 +135,7 @@ def create_pool_eni(
     tag: PoolTag,
     description: str,
     security_groups: Sequence[str] = (),
+    extra_tags: dict[str, str] | None = None,
 ) -> PoolEni:
     """One pool ENI, tagged as it is created: an untagged ENI would be invisible to the pool.
 
@@ -142,6 +143,7 @@ def create_pool_eni(
     a second ENI.
     """
     tags = [{"Key": tag[0], "Value": tag[1]}, {"Key": "Name", "Value": POOL_NAME}]
+    tags += [{"Key": k, "Value": v} for k, v in (extra_tags or {}).items()]
     extra: dict[str, Any] = {"Groups": list(security_groups)} if security_groups else {}
     raw = ec2.create_network_interface(
         SubnetId=subnet.id,

@@ -56,13 +56,15 @@ def members(autoscaling: Any, groups: frozenset[str]) -> list[Member]:
     pages = autoscaling.get_paginator("describe_auto_scaling_groups").paginate(
         AutoScalingGroupNames=sorted(groups)
     )
+    described = [g for page in pages for g in page["AutoScalingGroups"]]
     found = [
         Member(i["InstanceId"], g["AutoScalingGroupName"], i["LifecycleState"])
-        for page in pages
-        for g in page["AutoScalingGroups"]
+        for g in described
         for i in g.get("Instances", [])
     ]
-    for group in sorted(groups):
+    # Only the groups that exist: a managed name may have no group (deleted, or the selftest's
+    # between runs), and DescribeWarmPool refuses an unknown group.
+    for group in sorted(g["AutoScalingGroupName"] for g in described):
         found += [
             Member(i["InstanceId"], group, i["LifecycleState"]) for i in _warm(autoscaling, group)
         ]

@@ -18,6 +18,7 @@ from enipin.cli.guard import guard
 from enipin.cli.options import Target
 from enipin.cli.pool import pool
 from enipin.cli.reconcile import reconcile
+from enipin.cli.selftest import selftest
 from enipin.deployment import DEFAULT_STACK
 from enipin.errors import OperatorError
 
@@ -52,5 +53,6 @@ main.add_command(executions)
 main.add_command(guard)
 main.add_command(pool)
 main.add_command(reconcile)
+main.add_command(selftest)
 for _plugin in entry_points(group=PLUGINS):
     main.add_command(_plugin.load(), _plugin.name)

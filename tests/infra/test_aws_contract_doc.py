@@ -47,8 +47,9 @@ def operations() -> Iterator[set[tuple[str, str]]]:
     """(service, operation) of every call the functions, Step Functions' engine and the CLI
     made: a launch, a failed launch that trips the storm guard, a release, a reconciler round
     and the operator's commands."""
-    guard = {"StormGuardFailures": 1}  # the one failed launch below trips it
-    with Sandbox(azs=1, pool_per_az=2, guest_mode="model", parameters=guard) as sb:
+    # the one failed launch below trips the guard; the selftest runs on its own group
+    parameters = {"StormGuardFailures": 1, "SelftestGroupName": "enipin-selftest"}
+    with Sandbox(azs=1, pool_per_az=2, guest_mode="model", parameters=parameters) as sb:
         sb.scale_out(1)
         sb.settle()
         sb.guests.set_default_faults({"nic_absent"})
@@ -59,6 +60,15 @@ def operations() -> Iterator[set[tuple[str, str]]]:
         sb.client("lambda").invoke(FunctionName="enipin-ReconcilerFunction", Payload=b"{}")
         sb.client("lambda").invoke(FunctionName="enipin-PublishPoolMetricsFunction", Payload=b"{}")
         run = sb.executions()[0]["name"]
+        (subnet,) = sb.world.subnets.values()
+        image = sb.client("ec2").describe_images(Owners=["self"])["Images"][0]["ImageId"]
+        selftest = (
+            "selftest",
+            "--subnet",
+            subnet,
+            "--instance-profile",
+            f"{sb.group_name}-instance",
+        )
         with calls_made_by(CLI):
             for args in (
                 ("executions", "list"),
@@ -70,6 +80,9 @@ def operations() -> Iterator[set[tuple[str, str]]]:
                 ("doctor",),
                 ("guard", "status"),
                 ("guard", "release", "--asg", sb.group_name),
+                selftest,  # the stock image, found through SSM
+                (*selftest, "--image-id", image),
+                ("selftest", "--cleanup"),
             ):
                 result = CliRunner().invoke(main, ["--region", "us-east-1", *args])
                 assert result.exit_code in (0, 1), result.output

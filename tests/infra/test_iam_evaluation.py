@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import parliament
 import pytest
@@ -55,6 +56,7 @@ from enipin_lab.sandbox.sam import resolve, transform
 Resources = dict[str, Any]
 AUTH = Authorization()
 GROUP = "enipin-demo"
+SELFTEST_GROUP = "enipin-selftest"
 INSTANCES = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/*"
 ENIS = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:network-interface/*"
 
@@ -108,6 +110,13 @@ NOT_NEEDED_HERE = {
      "lambda:InvokeFunction"):
         "the terminate workflow heartbeats only while a detach outlasts half the hook's timeout "
         "(HeartbeatWhileDetaching); the detaches here are quick",
+    **{
+        (role, "OnlyTheSelftestGroup", "autoscaling:RecordLifecycleActionHeartbeat"):
+            "the selftest's runs are short and whole: no wait outlasts half the hook's timeout, "
+            "no event is lost for the reconciler to resume, no ENI is kept to give back; the "
+            "same grants on the real group are used above"
+        for role in ("RecordHeartbeatRole", "ReconcilerRole", "ReleaseEniRole")
+    },
 }  # fmt: skip
 # parliament's findings that are not problems: (policy document, issue, a part of the detail).
 PARLIAMENT_FALSE_POSITIVES = {
@@ -147,7 +156,7 @@ NOT_WHAT = {"line", "column", "filepath"}  # of a finding's location
 @pytest.fixture(scope="module")
 def template() -> tuple[Resources, Stack]:
     """Every resource of the transformed template, resolved, and the stack's names and ARNs."""
-    parameters = {"GroupName": GROUP}
+    parameters = {"GroupName": GROUP, "SelftestGroupName": SELFTEST_GROUP}
     return resolve(transform(TEMPLATE, parameters), parameters)
 
 
@@ -200,14 +209,32 @@ def observation() -> Observation:
         wait_until(lambda: any(e["status"] == "FAILED" for e in sb.executions()), sb)
         sb.settle()
         observe(sb, seen, AUTH)
-    keep = {"WarmPoolEni": "KEEP", "StormGuardFailures": 1}  # its ABANDON trips the guard
+    # its ABANDON trips the guard; then a selftest, whose forced failure trips it on its group
+    keep = {"WarmPoolEni": "KEEP", "StormGuardFailures": 1, "SelftestGroupName": SELFTEST_GROUP}
     with (
         recording_attachments(seen.world),
         Sandbox(azs=1, pool_per_az=2, max_size=1, parameters=keep) as sb,
     ):
         abandon_a_launch_out_of_the_warm_pool(sb)
+        run_a_selftest(sb)
         observe(sb, seen, AUTH)
     return seen
+
+
+def run_a_selftest(sb: Sandbox) -> None:
+    """The stack's functions serving the selftest's own group: pins, a forced failure, the
+    releases (the CLI's own calls are the operator's, outside the stack's IAM). Its teardown
+    is left out, so that the group and ENIs the calls named are still there to be judged."""
+    (subnet,) = sb.world.subnets.values()
+    image = sb.client("ec2").describe_images(Owners=["self"])["Images"][0]["ImageId"]
+    profile = f"{sb.group_name}-instance"
+    args = ["--subnet", subnet, "--image-id", image, "--instance-profile", profile]
+    with patch("enipin.selftest.remove"):
+        result = CliRunner().invoke(
+            main, ["--region", REGION, "selftest", *args, "--timeout", "120"]
+        )
+    assert result.exit_code == 0, result.output
+    sb.settle()
 
 
 def abandon_a_launch_out_of_the_warm_pool(sb: Sandbox) -> None:
@@ -448,7 +475,7 @@ def statement(resources: Resources, holder: str, sid: str) -> dict[str, Any]:
 def attach_condition_on(key: str) -> Callable[[Resources], None]:
     def change(resources: Resources) -> None:
         st = statement(resources, "AttachEniRole", "AttachOnlyToTheGroupsInstances")
-        st["Condition"] = {"StringEquals": {key: GROUP}}
+        st["Condition"] = {"StringEquals": {key: [GROUP, SELFTEST_GROUP]}}
 
     return change
 

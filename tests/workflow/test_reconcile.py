@@ -88,6 +88,24 @@ def test_a_dropped_launch_event_is_recovered(sandbox: Factory) -> None:
     assert_converged(sb)
 
 
+def test_a_managed_name_with_no_group_behind_it_does_not_stop_the_round(
+    sandbox: Factory,
+) -> None:
+    # GIVEN the stack manages the selftest's group, which exists only while a selftest runs,
+    # and a launch event of the real group was lost
+    sb = sandbox(azs=1, pool_per_az=2, parameters={"SelftestGroupName": "enipin-selftest"})
+    sb.autoscaling.drop_next(1, LAUNCHING)
+    sb.scale_out(1)
+    wait_until(lambda: len(group_instances(sb)) == 1, sb)
+    (instance_id,) = group_instances(sb)
+    # WHEN the reconciler runs, THEN it reads the groups that exist (DescribeWarmPool would
+    # refuse the missing one) and still recovers the real group's launch
+    assert kinds(reconcile(sb)) == [("RESUME", instance_id)]
+    sb.settle()
+    assert in_service(sb) == [instance_id]
+    assert_converged(sb)
+
+
 def test_an_eni_detached_by_hand_is_attached_again(sandbox: Factory) -> None:
     sb = sandbox(azs=1, pool_per_az=1)
     sb.scale_out(1)
