@@ -24,8 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from enipin.deployment import Deployment
 from enipin.errors import OperatorError
-from enipin.executions import Execution, list_executions
+from enipin.executions import Execution, history, list_executions
 from enipin.pool import Subnet, create_pool_eni, find_subnet
+from enipin_core.pool import Eni, pool_enis_on
 from enipin_core.stormguard import FAILED_PREFIX, TRIPPED_KEY
 
 TAG = "enipin:selftest"  # value: the stack's name
@@ -96,7 +97,6 @@ def selftest_group(dep: Deployment) -> str:
 def find_made(dep: Deployment) -> Made:
     """Everything carrying this stack's selftest tag (instances not yet terminated)."""
     ec2, autoscaling = dep.client("ec2"), dep.client("autoscaling")
-    tagged = [{"Name": f"tag:{TAG}", "Values": [dep.stack]}]
     made = Made()
     group = selftest_group(dep)
     found = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
@@ -106,15 +106,9 @@ def find_made(dep: Deployment) -> Made:
         else:
             raise OperatorError(f"group {group} exists and is not the selftest's: rename one")
     live = ["pending", "running", "stopping", "stopped", "shutting-down"]
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[*tagged, {"Name": "instance-state-name", "Values": live}]
-    )
-    made.instances = [
-        i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]
-    ]
-    pages = ec2.get_paginator("describe_network_interfaces").paginate(Filters=tagged)
-    made.enis = [e["NetworkInterfaceId"] for p in pages for e in p["NetworkInterfaces"]]
-    templates = ec2.describe_launch_templates(Filters=tagged)["LaunchTemplates"]
+    made.instances = [i["InstanceId"] for i in _tagged_instances(ec2, dep.stack, live)]
+    made.enis = [e.id for e in _tagged_enis(ec2, dep.stack)]
+    templates = ec2.describe_launch_templates(Filters=_mine(dep.stack))["LaunchTemplates"]
     made.launch_templates = [t["LaunchTemplateName"] for t in templates]
     return made
 
@@ -141,23 +135,44 @@ def remove(dep: Deployment, made: Made, say: Say, timeout: float = 900.0) -> Non
         say(f"removed: {made.describe()}")
 
 
-def _foreign_holder(ec2: Any, stack: str, eni: str) -> str | None:
-    """The instance holding ``eni``, if it is not one of the selftest's."""
-    try:
-        (found,) = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"]
-    except ClientError:
-        return None  # gone already
-    holder = (found.get("Attachment") or {}).get("InstanceId")
-    if not holder:
-        return None
-    reservations = ec2.describe_instances(InstanceIds=[holder])["Reservations"]
+def _mine(stack: str) -> list[dict[str, Any]]:
+    """The filter that finds what the selftest of ``stack`` made."""
+    return [{"Name": f"tag:{TAG}", "Values": [stack]}]
+
+
+def _tagged_instances(
+    ec2: Any, stack: str, states: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The selftest's instances (in ``states``, else terminated ones too), every page."""
+    filters = _mine(stack) + ([{"Name": "instance-state-name", "Values": states}] if states else [])
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    return [i for p in pages for r in p["Reservations"] for i in r["Instances"]]
+
+
+def _tagged_enis(ec2: Any, stack: str) -> list[Eni]:
+    pages = ec2.get_paginator("describe_network_interfaces").paginate(Filters=_mine(stack))
+    return [Eni.from_api(e) for p in pages for e in p["NetworkInterfaces"]]
+
+
+def _is_ours(ec2: Any, stack: str, instance_id: str) -> bool:
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     tags = {
         t["Key"]: t["Value"]
         for r in reservations
         for i in r["Instances"]
         for t in i.get("Tags", [])
     }
-    return None if tags.get(TAG) == stack else str(holder)
+    return tags.get(TAG) == stack
+
+
+def _foreign_holder(ec2: Any, stack: str, eni: str) -> str | None:
+    """The instance holding ``eni``, if it is not one of the selftest's."""
+    try:
+        (found,) = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])["NetworkInterfaces"]
+    except ClientError:
+        return None  # gone already
+    holder = Eni.from_api(found).instance_id
+    return holder if holder and not _is_ours(ec2, stack, holder) else None
 
 
 def _delete_eni(ec2: Any, eni: str, deadline: float) -> None:
@@ -321,7 +336,7 @@ class Selftest:
         self._put_hook(launch_hook, None)
         members = self._wait_for_members(ENIS)
         instance = str(failed.instance)
-        left = self._pool_enis(instance)
+        left = pool_enis_on(self.ec2, instance, *self.dep.pool_tag)
         # one tag per failure counted, or (at a threshold of 1) the trip that replaced them
         keys = {t["Key"] for t in self._group()["Tags"]}
         counted = FAILED_PREFIX + instance in keys or TRIPPED_KEY in keys
@@ -329,7 +344,7 @@ class Selftest:
             "a failed launch is given up and cleaned up",
             failed.error == "NoFreeEni" and not left and instance not in members,
             f"{instance}: {failed.error} in {failed.failed_state}, ABANDON; "
-            + (f"{left[0]['NetworkInterfaceId']} still on it" if left else "no ENI left on it"),
+            + (f"{left[0].id} still on it" if left else "no ENI left on it"),
         )
         self._record(
             "the storm guard counted it",
@@ -344,16 +359,7 @@ class Selftest:
         self._wait(lambda: not self._members(), "the group to empty")
         self._wait(lambda: self._runs_done(members, "terminate"), "the releases to end")
         runs = self._runs(members, "terminate")
-        stack = self.dep.stack
-        # free, or taken meanwhile by a production launch (a pool ENI like any other)
-        self._wait(
-            lambda: all(
-                e["Status"] == "available"
-                or _foreign_holder(self.ec2, stack, e["NetworkInterfaceId"])
-                for e in self._pool_enis()
-            ),
-            "the ENIs to be free",
-        )
+        self._wait(self._enis_let_go, "the ENIs to be free")
         statuses = Counter(r.status for r in runs)
         self._record(
             "released on scale-in",
@@ -361,12 +367,22 @@ class Selftest:
             f"release runs: {dict(statuses)}; the selftest's ENIs free",
         )
 
+    def _enis_let_go(self) -> bool:
+        """Each of the selftest's ENIs free, or taken meanwhile by a production launch (a pool
+        ENI like any other)."""
+        stack = self.dep.stack
+        return all(
+            e.status == "available"
+            or (e.instance_id is not None and not _is_ours(self.ec2, stack, e.instance_id))
+            for e in _tagged_enis(self.ec2, stack)
+        )
+
     # -- checks ----------------------------------------------------------------------------
 
     def _check_pinned(self, instance_id: str) -> None:
         runs = self._runs([instance_id], "launch")
         succeeded = any(r.status == "SUCCEEDED" for r in runs)
-        enis = self._pool_enis(instance_id)
+        enis = pool_enis_on(self.ec2, instance_id, *self.dep.pool_tag)
         if not succeeded or len(enis) != 1:
             statuses = ", ".join(r.status for r in runs) or "none"
             self._record(f"{instance_id} pinned", False, f"runs: {statuses}; {len(enis)} ENIs")
@@ -376,19 +392,18 @@ class Selftest:
         self._record(
             f"{instance_id} pinned",
             verdict == "Success",
-            f"{eni['NetworkInterfaceId']} {eni['MacAddress']} at index "
-            f"{eni['Attachment']['DeviceIndex']}; the guest's own check: {verdict}",
+            f"{eni.id} {eni.mac} at index {eni.device_index}; the guest's own check: {verdict}",
         )
 
-    def _verify_in_guest(self, instance_id: str, eni: dict[str, Any]) -> str:
+    def _verify_in_guest(self, instance_id: str, eni: Eni) -> str:
         """The stack's verification document, run again by the selftest itself."""
         ssm = self.dep.client("ssm")
         command = ssm.send_command(
             DocumentName=self.dep.output("VerifyNicDocumentName"),
             InstanceIds=[instance_id],
             Parameters={
-                "MacAddress": [eni["MacAddress"]],
-                "ExpectedIp": [eni["PrivateIpAddress"]],
+                "MacAddress": [eni.mac],
+                "ExpectedIp": [eni.private_ip],
                 "Remediate": ["false"],
             },
             Comment="enipin selftest",
@@ -447,17 +462,6 @@ class Selftest:
             **extra,
         )
 
-    def _pool_enis(self, instance_id: str | None = None) -> list[dict[str, Any]]:
-        filters = [{"Name": f"tag:{TAG}", "Values": [self.dep.stack]}]
-        if instance_id:
-            key, value = self.dep.pool_tag
-            filters = [
-                {"Name": f"tag:{key}", "Values": [value]},
-                {"Name": "attachment.instance-id", "Values": [instance_id]},
-            ]
-        found = self.ec2.describe_network_interfaces(Filters=filters)["NetworkInterfaces"]
-        return list(found)
-
     def _runs(self, instances: list[str], workflow: str) -> list[Execution]:
         since = datetime.now(UTC) - self.started
         every = list_executions(self.dep, None, since)
@@ -474,15 +478,9 @@ class Selftest:
         (other groups' failures meanwhile are not ours)."""
         since = datetime.now(UTC) - self.started
         failed = list_executions(self.dep, "FAILED", since)
-        ours = self._instances_made() - before
+        ours = {i["InstanceId"] for i in _tagged_instances(self.ec2, self.dep.stack)} - before
         new = (r for r in failed if r.workflow == "launch" and r.instance in ours)
         return next(new, None)
-
-    def _instances_made(self) -> set[str]:
-        """Every instance the selftest's group launched, terminated ones included (tagged)."""
-        tagged = [{"Name": f"tag:{TAG}", "Values": [self.dep.stack]}]
-        pages = self.ec2.get_paginator("describe_instances").paginate(Filters=tagged)
-        return {i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]}
 
     def _wait(self, probe: Callable[[], Any], what: str) -> Any:
         deadline = time.monotonic() + self.plan.timeout
@@ -497,9 +495,7 @@ class Selftest:
 
     def _cost(self) -> str:
         """At list prices: instance time (launch to now, 60 s minimum each) and transitions."""
-        tagged = [{"Name": f"tag:{TAG}", "Values": [self.dep.stack]}]
-        pages = self.ec2.get_paginator("describe_instances").paginate(Filters=tagged)
-        instances = [i for p in pages for r in p["Reservations"] for i in r["Instances"]]
+        instances = _tagged_instances(self.ec2, self.dep.stack)
         now = datetime.now(UTC)
         seconds = sum(max(60.0, (now - i["LaunchTime"]).total_seconds()) for i in instances)
         kind = instances[0]["InstanceType"] if instances else self.plan.instance_type
@@ -517,6 +513,5 @@ class Selftest:
 
 
 def _transitions(dep: Deployment, run: Execution) -> int:
-    sfn = dep.client("stepfunctions")
-    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=run.arn)
-    return sum(1 for p in pages for e in p["events"] if e["type"].endswith("StateEntered"))
+    events = history(dep.client("stepfunctions"), run.arn)
+    return sum(1 for e in events if e["type"].endswith("StateEntered"))

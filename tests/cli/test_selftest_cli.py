@@ -4,6 +4,7 @@ before its teardown, which leaves only tagged things that the next run removes."
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Iterator
@@ -92,6 +93,21 @@ def test_the_readmes_selftest_pins_fails_once_releases_and_leaves_nothing(sb: Sa
     assert "PASS released on scale-in" in out
     assert "5 of 5 checks passed" in out
     assert "cost: EC2 $" in out and "Step Functions $" in out
+    # what the workflows themselves did for the selftest's instances, read from Step Functions
+    # and Auto Scaling, not from its report: two pins and their releases; every launch given up
+    # (the forced one, and any replacement the group launched under the failing hook) ended in
+    # NoFreeEni with its action ABANDONed
+    ended = {
+        (a["instance_id"], a["transition"]): a["result"] for a in sb.autoscaling.ended_actions()
+    }
+    launches = ended_runs(sb, "LaunchStateMachine")
+    pinned = [i for i, run in launches.items() if run == ("SUCCEEDED", None)]
+    given_up = [i for i in launches if i not in pinned]
+    assert len(pinned) >= 2 and given_up, launches
+    assert {launches[i] for i in given_up} == {("FAILED", "NoFreeEni")}
+    assert {ended[(i, "autoscaling:EC2_INSTANCE_LAUNCHING")] for i in given_up} == {"ABANDON"}
+    releases = ended_runs(sb, "TerminateStateMachine")
+    assert set(pinned) <= set(releases) and set(releases.values()) == {("SUCCEEDED", None)}
     # torn down: nothing tagged remains, and the production pool is as it was
     assert nothing(sb), tagged(sb)
     assert {e["NetworkInterfaceId"] for e in pool(sb)} == production
@@ -181,6 +197,17 @@ def run_args(sb: Sandbox) -> list[str]:
         "--timeout",
         "120",
     ]
+
+
+def ended_runs(sb: Sandbox, machine: str) -> dict[str, tuple[str, str | None]]:
+    """Each selftest instance's run of ``machine``: its status and error."""
+    sfn, found = sb.client("stepfunctions"), {}
+    for execution in sb.executions(machine):
+        desc = sfn.describe_execution(executionArn=execution["executionArn"])
+        detail = json.loads(desc["input"]).get("detail", {})
+        if detail.get("AutoScalingGroupName") == SELFTEST_GROUP:
+            found[detail["EC2InstanceId"]] = (desc["status"], desc.get("error"))
+    return found
 
 
 def pool(sb: Sandbox) -> list[dict[str, Any]]:

@@ -68,10 +68,15 @@ def _capacity_states(group: FakeAutoScalingGroup) -> list[InstanceState]:
     return [s for s in group.instance_states if s.lifecycle_state in _CAPACITY_STATES]
 
 
+def _suspended(group: FakeAutoScalingGroup, processes: frozenset[str]) -> bool:
+    """Whether any of these processes is suspended on the group (moto records them only)."""
+    return any(p["ProcessName"] in processes for p in group.suspended_processes)
+
+
 def _launches_suspended(group: FakeAutoScalingGroup) -> bool:
     """With ``Launch`` suspended the group launches nothing: no scale-out, no replacement, no
     warm-pool instance (moto records the suspension and launches anyway)."""
-    return any(p["ProcessName"] == "Launch" for p in group.suspended_processes)
+    return _suspended(group, frozenset({"Launch"}))
 
 
 def _hooks(group: FakeAutoScalingGroup, transition: str) -> list[LifecycleHook]:

@@ -33,7 +33,7 @@ from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, In
 from moto.autoscaling.responses import AutoScalingResponse
 
 from enipin_lab.sandbox.autoscaling.capacity import _Capacity, _choose_victims
-from enipin_lab.sandbox.autoscaling.model import _capacity_states
+from enipin_lab.sandbox.autoscaling.model import _capacity_states, _suspended
 from enipin_lab.sandbox.clock import Clock
 
 ACTIVE = frozenset({"Pending", "InProgress", "Cancelling"})
@@ -298,7 +298,7 @@ class _Refreshing(_Capacity):
 
 
 def _paused(group: FakeAutoScalingGroup) -> bool:
-    return any(p["ProcessName"] in PAUSING for p in group.suspended_processes)
+    return _suspended(group, PAUSING)
 
 
 def _launched_by(group: FakeAutoScalingGroup) -> list[Any]:
