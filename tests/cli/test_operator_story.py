@@ -52,7 +52,9 @@ def test_the_readmes_story_from_first_deploy_through_a_storm_back_to_pinned(
     sb.settle()
     held = run(status + " --json", group)
     (row,) = json.loads(held.stdout)
-    assert row["guard"] == "TRIPPED" and "5 launches given up in 60 min" in row["why"]
+    # at least the threshold: failures recorded at the same moment may each see the other's
+    given_up = re.search(r"(\d+) launches given up in 60 min", row["why"])
+    assert row["guard"] == "TRIPPED" and given_up and int(given_up.group(1)) >= 5, row
     checked = run(doctor_group, group)
     assert checked.exit_code == 1 and verdict(checked, "launches") == "FAIL"
     assert f"enipin guard release --asg {group}" in checked.stdout
