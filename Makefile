@@ -18,7 +18,7 @@ RUNTIME_BIN := build/runtime-bin
 # mermaid's own parser (under Node) for the README's diagrams: tests/infra/test_pictures.py
 NODE_STAMP := tests/infra/node_modules/.installed
 
-.PHONY: demo test unit lint typecheck checkov sam deploy pictures install clean
+.PHONY: demo playground test unit lint typecheck checkov sam deploy pictures install clean
 
 # The CLI (with the core it ships) and, beside it, the lab with the test tools (lab/pyproject.toml).
 $(STAMP): pyproject.toml lab/pyproject.toml
@@ -57,6 +57,12 @@ pictures:
 
 demo: $(STAMP)
 	$(BIN)/enipin demo
+
+# The sandbox kept up as local AWS on the loopback, for the AWS CLI and enipin in a second shell
+# (README: the playground). Ctrl-C stops it. PORT=... picks another port.
+PORT ?= 5599
+playground: $(STAMP)
+	$(BIN)/enipin-lab up --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

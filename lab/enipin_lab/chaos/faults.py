@@ -222,15 +222,25 @@ class _Faults(_Observer):
         """Every instance launched fails the same way for ``fixed_after`` AWS seconds (the
         group replaces each one it gives up); then the operator fixes the cause and, if the
         storm guard suspended the group's launches meanwhile, releases it."""
-        self.sb.guests.set_default_faults({params["failure"]})
         try:
-            new = self._one_more()
+            new = self.break_launches(params)
             self.sb.clock.sleep(float(params["fixed_after"]))
         finally:
-            self.sb.guests.set_default_faults(set())
-        released = self.release_storm_guard() or "storm guard not tripped"
-        self.notes.append("launches kept failing: " + released)
+            released = self.fix_launches_keep_failing()
+        self.notes.append("launches kept failing: " + (released or "storm guard not tripped"))
         return bool(new)
+
+    def break_launches(self, params: dict[str, Any]) -> list[str]:
+        """The cause, as a broken image would be: every instance launched from now has the
+        ``failure``; then one more instance."""
+        self.sb.guests.set_default_faults({params["failure"]})
+        return self._one_more()
+
+    def fix_launches_keep_failing(self) -> str:
+        """The operator's fix: instances launched from now are healthy (those up keep their
+        fault, as with a mended image), and the storm guard lets the group launch again."""
+        self.sb.guests.set_default_faults(set())
+        return self.release_storm_guard()
 
     def _absent_agent(self, params: dict[str, Any]) -> bool:
         return self._guest_fault("agent_absent")

@@ -183,6 +183,15 @@ class GuestFleet:
         with self._lock:
             self.guest(instance_id).faults = _checked_faults(faults)
 
+    def heal(self, fault: str) -> list[str]:
+        """Take ``fault`` from every instance that has it (an operator's repair); the ids."""
+        _checked_faults({fault})
+        with self._lock:
+            healed = sorted(i for i, g in self._guests.items() if fault in g.faults)
+            for instance_id in healed:
+                self._guests[instance_id].faults = self._guests[instance_id].faults - {fault}
+        return healed
+
     def on_boot(self, listener: BootListener) -> None:
         """Call ``listener(instance_id, boot_number)`` whenever an instance starts running."""
         with self._lock:

@@ -196,6 +196,12 @@ class Ledger:
         with self._lock:
             self._rules.append(rule)
 
+    def clear(self, service: str, operation: str) -> None:
+        """Drop every fault rule of ``service.operation``: the API answers normally again."""
+        with self._lock:
+            kept = [r for r in self._rules if (r.service, r.operation) != (service, operation)]
+            self._rules = kept
+
     def before(
         self, service: str, operation: str, actor: Callable[[dict[str, list[str]]], None]
     ) -> None:
