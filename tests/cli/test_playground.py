@@ -97,6 +97,10 @@ def run_walk_through(env: dict[str, str]) -> list[tuple[str, str]]:
     return list(zip(lines, outputs, strict=False))
 
 
+def namespaces_now() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
 def aws_over_http(port: int, service: str) -> Any:
     return boto3.client(
         service,
@@ -146,25 +150,7 @@ def test_the_readmes_walk_through_runs_against_a_playground_that_stops_clean(
     held = {e["Attachment"]["InstanceId"]: e["MacAddress"] for e in enis if e.get("Attachment")}
     assert held == listed
 
-    # Ctrl-C: clean stop, no namespace, process or announcement left, the port closed
-    ctrl_c(playground["process"])
-    log = playground["log"].read_text()
-    assert "\nstopped\n" in log, log
-    with pytest.raises(ProcessLookupError):
-        os.kill(playground["pid"], 0)
-    prefix = f"enipin-{playground['pid']}-"
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert prefix not in namespaces
-    left = subprocess.run(["pgrep", "-f", prefix], capture_output=True, text=True).stdout
-    assert not left.strip(), left
-    assert not Path(playground["env"]["ENIPIN_PLAYGROUND_FILE"]).exists()
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", playground["port"]), 2):
-        pass
-
-
-def test_a_lever_the_playground_lacks_is_a_named_error_and_a_second_up_is_refused(
-    playground: dict[str, Any],
-) -> None:
+    # beside it: a fix for a lever that breaks nothing, a second playground, the exports
     env = playground["env"]
     lab = str(VENV_BIN / "enipin-lab")
     wrong = subprocess.run([lab, "fix", "scale_out"], env=env, capture_output=True, text=True)
@@ -176,3 +162,19 @@ def test_a_lever_the_playground_lacks_is_a_named_error_and_a_second_up_is_refuse
     exports = subprocess.run([lab, "env"], env=env, capture_output=True, text=True).stdout
     assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{playground['port']}" in exports
     assert json.loads(Path(env["ENIPIN_PLAYGROUND_FILE"]).read_text())["pid"] == playground["pid"]
+
+    # Ctrl-C: clean stop, no namespace, process or announcement left, the port closed
+    prefix = f"enipin-{playground['pid']}-"
+    if os.environ.get("ENIPIN_REQUIRE_NETNS") == "1":  # the guests ran on real interfaces
+        assert prefix in namespaces_now()
+    ctrl_c(playground["process"])
+    log = playground["log"].read_text()
+    assert "\nstopped\n" in log, log
+    with pytest.raises(ProcessLookupError):
+        os.kill(playground["pid"], 0)
+    assert prefix not in namespaces_now()
+    left = subprocess.run(["pgrep", "-f", prefix], capture_output=True, text=True).stdout
+    assert not left.strip(), left
+    assert not Path(playground["env"]["ENIPIN_PLAYGROUND_FILE"]).exists()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", playground["port"]), 2):
+        pass
