@@ -23,6 +23,7 @@ import click
 from enipin.cli.console import table
 from enipin_lab.playground import CLIENT_ENV, LEVERS, STATE_FILE, Announcement
 from enipin_lab.report import group_report
+from enipin_lab.sandbox.netns import alive
 
 DEFAULT_PORT = 5599
 COLUMNS = ("instance", "az", "eni", "mac", "lifecycle_state", "result")
@@ -48,7 +49,7 @@ def up(port: int, azs: int, pool_per_az: int, instances: int, real_time: bool) -
     """Start the playground: the stack deployed in the sandbox, a group running, and local AWS
     served on the loopback until Ctrl-C."""
     running = Announcement.read()
-    if running and _alive(running.pid):
+    if running and alive(running.pid):
         raise click.ClickException(
             f"a playground is already up at {running.endpoint} (pid {running.pid})"
         )
@@ -135,16 +136,6 @@ def _welcome(announcement: Announcement) -> None:
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # -- a second shell ------------------------------------------------------------------------------
 
 
@@ -209,7 +200,7 @@ def wait(until: str, timeout: float) -> None:
 
 def _announcement() -> Announcement:
     announcement = Announcement.read()
-    if announcement is None or not _alive(announcement.pid):
+    if announcement is None or not alive(announcement.pid):
         raise click.ClickException("no playground is up: start one with make playground")
     return announcement
 

@@ -551,11 +551,12 @@ def _sweep_dead_owners() -> None:
     for line in _ip("netns", "list", check=False).splitlines():
         name = line.split(" ", 1)[0]
         owner = _OWNED.match(name)
-        if owner and not _alive(int(owner.group(1))):
+        if owner and not alive(int(owner.group(1))):
             _ip("netns", "delete", name, check=False)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
