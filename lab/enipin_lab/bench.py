@@ -29,6 +29,10 @@ if TYPE_CHECKING:  # the sandbox (moto) is imported when a bench runs, not with 
 SCALE_OUT, SCALE_IN, SCALE_OUT_AGAIN = "scale_out", "scale_in", "scale_out_again"
 PHASES = (SCALE_OUT, SCALE_IN, SCALE_OUT_AGAIN)
 ENIPIN, CLASSIC = "enipin", "classic"
+# What EC2, Auto Scaling, Step Functions and Lambda answer a request over the account's rate.
+THROTTLE_CODES = frozenset(
+    {"RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequestsException"}
+)
 CLASSIC_CALLER = "classic-boot-script"  # the ledger's caller name for the boot scripts' calls
 
 # Up to this many simultaneous launches the fast clock (1/50 of real time) keeps up; beyond it
@@ -63,6 +67,8 @@ class BenchConfig:
     parameters: dict[str, str] = field(default_factory=dict)  # template parameter overrides
     billed_ms: float = 100.0  # assumed billed duration of one warm invocation
     flavour: str = "al2023"
+    buckets: bool = True  # EC2's and Step Functions' request buckets (sandbox.buckets)
+    neighbour: float = 0.0  # the fraction of each bucket the account's other tooling holds
 
     @property
     def pool_size_per_az(self) -> int:
@@ -119,6 +125,13 @@ class Phase:
     max_clock_lag: float  # AWS seconds the sandbox's scheduler ran late at worst
 
     @property
+    def throttled(self) -> int:
+        """Calls refused for the request rate (any service's throttling code), retries too."""
+        return sum(
+            n for key, n in self.call_errors.items() if key.rpartition(":")[2] in THROTTLE_CODES
+        )
+
+    @property
     def pinned_pct(self) -> float | None:
         if self.pinned is None or not self.instances:
             return None
@@ -134,6 +147,7 @@ class Phase:
         data = asdict(self)
         data["pinned_pct"] = self.pinned_pct
         data["races_lost_per_pin"] = self.races_lost_per_pin
+        data["throttled"] = self.throttled
         if self.executions is not None:
             data["executions"]["transitions"] = self.executions.transitions
             del data["executions"]["succeeded_instances"]
@@ -246,6 +260,8 @@ def _sandbox(config: BenchConfig, *, deploy: bool, fast: bool) -> Sandbox:
         deploy=deploy,
         fast=fast,
         parameters=dict(config.parameters),
+        buckets=config.buckets,
+        neighbour=config.neighbour,
     )
 
 

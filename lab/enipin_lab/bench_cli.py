@@ -66,6 +66,20 @@ def _parameters(_: click.Context, __: click.Parameter, values: tuple[str, ...]) 
     show_default=True,
     help="Assumed billed duration of one Lambda invocation, for the cost estimate.",
 )
+@click.option(
+    "--buckets/--no-buckets",
+    default=True,
+    show_default=True,
+    help="EC2's and Step Functions' documented request buckets, shared by every caller.",
+)
+@click.option(
+    "--neighbour",
+    type=click.FloatRange(0.0, 0.99),
+    default=0.0,
+    show_default=True,
+    metavar="F",
+    help="The fraction of each bucket the account's other tooling holds (with --buckets).",
+)
 @click.option("--json", "json_file", type=click.File("w"), help="Also write the results here.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
 def bench(
@@ -75,6 +89,8 @@ def bench(
     clock: str,
     parameters: dict[str, str],
     billed_ms: float,
+    buckets: bool,
+    neighbour: float,
     json_file: IO[str] | None,
     markdown: bool,
 ) -> None:
@@ -92,6 +108,8 @@ def bench(
         clock=clock,
         parameters=parameters,
         billed_ms=billed_ms,
+        buckets=buckets,
+        neighbour=neighbour,
     )
     if config.pool_size_per_az < -(-instances // azs):
         fail(f"a pool of {config.pool_size_per_az} per AZ cannot hold {instances} instances")
@@ -150,6 +168,7 @@ def _metrics(pairs: list[tuple[Phase, Phase]]) -> list[tuple[str, Cell]]:
         ("execution duration p50 / max (AWS s)", _duration),
         *((f"{op} / instance", _calls(op)) for op in operations),
         ("AWS calls / instance", lambda p: _num(_ratio(sum(p.calls.values()), p.instances))),
+        ("throttled calls", lambda p: str(p.throttled)),
         ("pool ENIs free when settled", lambda p: f"{p.pool_free_after}/{p.pool_size}"),
         ("all free after (AWS s)", _free_seconds),
         ("MACs reused from 1st scale-out", _reused),
@@ -237,6 +256,7 @@ def _footer(result: BenchResult) -> list[str]:
         f"enipin clock: {result.enipin.clock}; classic clock: {result.classic.clock}; "
         f"modelled delays (AWS s): {_pairs(result.enipin.model)}; "
         f"template: {_pairs(result.enipin.template_parameters)}",
+        f"request buckets: {_buckets(result.config)}",
         f"cost at {prices.region} list prices: Step Functions Standard "
         f"{_usd(prices.sfn_standard_per_1k_transitions)} per 1,000 state transitions (retries "
         f"included); Lambda arm64 {_usd(prices.lambda_arm64_per_gb_second)} per GB-second and "
@@ -256,6 +276,13 @@ def _footer(result: BenchResult) -> list[str]:
         f"wall time {result.wall_seconds:.1f} s (both strategies, sandbox set-up included)"
     )
     return lines
+
+
+def _buckets(config: BenchConfig) -> str:
+    if not config.buckets:
+        return "off (no call is ever throttled)"
+    held = f", a neighbour holding {config.neighbour:.0%} of each" if config.neighbour else ""
+    return f"EC2's and Step Functions' as documented, shared by every caller{held}"
 
 
 def _usd(price: float) -> str:

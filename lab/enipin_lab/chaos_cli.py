@@ -30,8 +30,16 @@ from enipin_lab.chaos import INVARIANTS, ChaosReport, RunResult, run_chaos
     show_default=True,
     help="The guest OS: the model, or the SSM document's script in network namespaces.",
 )
+@click.option(
+    "--buckets/--no-buckets",
+    default=True,
+    show_default=True,
+    help="EC2's and Step Functions' documented request buckets, shared by every caller.",
+)
 @click.option("--json", "json_file", type=click.File("w"), help="Also write the results here.")
-def chaos(runs: int, seed: int, jobs: int, guest: str, json_file: IO[str] | None) -> None:
+def chaos(
+    runs: int, seed: int, jobs: int, guest: str, buckets: bool, json_file: IO[str] | None
+) -> None:
     """Random, reproducible fault runs against the deployed stack in the sandbox.
 
     Each run's world may have a warm pool (KEEP or RELEASE), a second group on the same pool,
@@ -43,7 +51,7 @@ def chaos(runs: int, seed: int, jobs: int, guest: str, json_file: IO[str] | None
     Functions. Exit status 1 on any violation, with the seed and step
     that reproduce it.
     """
-    report = run_chaos(seed, runs, jobs=jobs, guest_mode=guest, progress=_progress)
+    report = run_chaos(seed, runs, jobs=jobs, guest_mode=guest, buckets=buckets, progress=_progress)
     click.echo(render(report))
     if json_file is not None:
         json_file.write(report.to_json() + "\n")

@@ -82,7 +82,7 @@ def _serve(
     from enipin_lab.playground import Playground
     from enipin_lab.sandbox import Sandbox
 
-    sb = Sandbox(azs=azs, pool_per_az=pool_per_az, fast=not real_time, deploy=False)
+    sb = Sandbox(azs=azs, pool_per_az=pool_per_az, fast=not real_time, deploy=False, buckets=True)
     with _step(1, f"a VPC over {azs} AZs, {pool_per_az} pool ENIs each, group {sb.group_name}"):
         opened.enter_context(sb)
     with _step(2, "deploying infra/template.yaml as stack enipin, its schedules running"):

@@ -31,6 +31,7 @@ def run_chaos(
     jobs: int = 1,
     guest_mode: str = "model",
     progress: Callable[[RunResult], None] = lambda _: None,
+    buckets: bool = True,
 ) -> ChaosReport:
     """Runs ``seed`` .. ``seed + runs - 1``, ``jobs`` at a time (a process each: moto's
     backends are per process)."""
@@ -39,18 +40,18 @@ def run_chaos(
     results: list[RunResult] = []
     if jobs <= 1:
         for s in seeds:
-            results.append(run_one(s, guest_mode))
+            results.append(run_one(s, guest_mode, buckets))
             progress(results[-1])
     else:
         # spawned, not forked: a fork would copy whatever threads and locks this process holds
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            for result in pool.map(run_one, seeds, [guest_mode] * runs):
+            for result in pool.map(run_one, seeds, [guest_mode] * runs, [buckets] * runs):
                 results.append(result)
                 progress(result)
     return ChaosReport(seed, results, time.monotonic() - started, jobs)
 
 
-def run_one(seed: int, guest_mode: str = "model") -> RunResult:
+def run_one(seed: int, guest_mode: str = "model", buckets: bool = True) -> RunResult:
     from enipin_lab.sandbox import Sandbox
 
     shape, steps = shape_of(seed), plan(seed)
@@ -62,6 +63,7 @@ def run_one(seed: int, guest_mode: str = "model") -> RunResult:
         release_delay=RELEASE_DELAY,
         guest_mode=guest_mode,
         deploy=False,
+        buckets=buckets,
     ) as sb:
         world = ChaosWorld(sb, shape)
         world.build()

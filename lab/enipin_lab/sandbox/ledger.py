@@ -157,6 +157,8 @@ class Ledger:
         default_factory=dict
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # The account's request-rate buckets (``buckets.RequestBuckets``), asked after the rules.
+    limiter: Any = None
 
     def throttle(
         self,
@@ -269,9 +271,12 @@ class Ledger:
     ) -> AWSResponse | None:
         with self._lock:
             rule = next((r for r in self._rules if r.fires(service, operation, params)), None)
-        if rule is None:
+        if rule is not None:
+            fired = rule.kind
+        elif self.limiter is not None and self.limiter.refuses(service, operation, params):
+            fired = "throttle"
+        else:
             return None
-        fired = rule.kind
         if fired == "connect_timeout":
             raise ConnectTimeoutError(endpoint_url=request.url)
         if fired == "read_timeout":
@@ -280,7 +285,7 @@ class Ledger:
             raise EndpointConnectionError(endpoint_url=request.url)
         if fired == "throttle":
             status, content_type, body = _THROTTLE_RESPONSES.get(service, _JSON_THROTTLE)
-        elif fired == "client_error":
+        elif fired == "client_error" and rule is not None:
             status, content_type, body = _client_error(service, rule.code)
         else:
             status, content_type, body = _SERVER_ERRORS.get(service, _JSON_SERVER_ERROR)
