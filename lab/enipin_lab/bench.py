@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from enipin_core.names import LAUNCHING
+
 if TYPE_CHECKING:  # the sandbox (moto) is imported when a bench runs, not with the CLI
     from enipin_lab.sandbox import Sandbox
     from enipin_lab.sandbox.ledger import Call
@@ -123,6 +125,10 @@ class Phase:
     wall_seconds: float
     aws_seconds: float  # on the sandbox clock
     max_clock_lag: float  # AWS seconds the sandbox's scheduler ran late at worst
+    # enipin's scale-outs: AWS seconds from each launch action's start to its CONTINUE, less the
+    # floor (the model's boot, agent and command times: no workflow could be faster); p50, p99,
+    # max over the launches CONTINUEd in the phase, and the floor itself.
+    over_floor: dict[str, float] | None = None
 
     @property
     def throttled(self) -> int:
@@ -324,6 +330,35 @@ def run_classic(config: BenchConfig, progress: Callable[[str], None]) -> Strateg
         )
 
 
+def launch_floor(sb: Sandbox) -> float:
+    """The fewest AWS seconds from a launch's lifecycle action to its CONTINUE the model
+    allows: the instance is pending ``boot_delay``, then its agent takes ``agent_delay`` to come
+    online (the attach, ``attach_delay``, fits inside that unless it is longer), then one
+    command reaches the agent (``invocation_lag``) and runs (``run_time``)."""
+    return (
+        sb.ec2_consistency.boot_delay
+        + max(sb.ec2.attach_delay, sb.ssm.agent_delay)
+        + sb.ssm.invocation_lag
+        + sb.ssm.run_time
+    )
+
+
+def over_floor(sb: Sandbox, since: float) -> dict[str, float] | None:
+    """p50, p99 and max of (action start to CONTINUE) - floor, for the launch actions that
+    started after ``since`` (AWS seconds) and ended with CONTINUE; the floor with them."""
+    floor = launch_floor(sb)
+    over = sorted(
+        a["ended"] - a["started"] - floor
+        for a in sb.autoscaling.ended_actions()
+        if a["transition"] == LAUNCHING and a["result"] == "CONTINUE" and a["started"] >= since
+    )
+    if not over:
+        return None
+    p99 = over[min(len(over) - 1, math.ceil(0.99 * len(over)) - 1)]
+    figures = {"p50": statistics.median(over), "p99": p99, "max": over[-1], "floor": floor}
+    return {k: round(v, 1) for k, v in figures.items()}
+
+
 def _model(sb: Sandbox) -> dict[str, Any]:
     return {
         "attach_delay": sb.ec2.attach_delay,
@@ -461,6 +496,7 @@ class _EnipinWorld:
                 self.logical.get(k, k): v for k, v in sorted(invocations.items()) if v > 0
             },
             executions=stats,
+            over_floor=None if name == SCALE_IN else over_floor(sb, since=mark.aws),
         )
 
     def _executions(self, machine: str) -> ExecutionStats:

@@ -166,6 +166,7 @@ def _metrics(pairs: list[tuple[Phase, Phase]]) -> list[tuple[str, Cell]]:
         ("state transitions / execution", _transitions),
         ("Lambda invocations / execution", _invocations),
         ("execution duration p50 / max (AWS s)", _duration),
+        ("launch to CONTINUE over the floor p50 / p99 / max (AWS s)", _over_floor),
         *((f"{op} / instance", _calls(op)) for op in operations),
         ("AWS calls / instance", lambda p: _num(_ratio(sum(p.calls.values()), p.instances))),
         ("throttled calls", lambda p: str(p.throttled)),
@@ -214,6 +215,12 @@ def _invocations(p: Phase) -> str:
     return _num(_ratio(sum(p.invocations.values()), p.executions.count))
 
 
+def _over_floor(p: Phase) -> str:
+    if not p.over_floor:
+        return "-"
+    return " / ".join(f"{p.over_floor[k]:g}" for k in ("p50", "p99", "max"))
+
+
 def _duration(p: Phase) -> str:
     if p.executions is None or p.executions.duration_p50 is None:
         return "-"
@@ -257,6 +264,8 @@ def _footer(result: BenchResult) -> list[str]:
         f"modelled delays (AWS s): {_pairs(result.enipin.model)}; "
         f"template: {_pairs(result.enipin.template_parameters)}",
         f"request buckets: {_buckets(result.config)}",
+        f"latency floor: {_floor(result)} AWS s from a launch's lifecycle action to its "
+        "CONTINUE (the model's pending, agent start-up and one command; the attach fits inside)",
         f"cost at {prices.region} list prices: Step Functions Standard "
         f"{_usd(prices.sfn_standard_per_1k_transitions)} per 1,000 state transitions (retries "
         f"included); Lambda arm64 {_usd(prices.lambda_arm64_per_gb_second)} per GB-second and "
@@ -276,6 +285,11 @@ def _footer(result: BenchResult) -> list[str]:
         f"wall time {result.wall_seconds:.1f} s (both strategies, sandbox set-up included)"
     )
     return lines
+
+
+def _floor(result: BenchResult) -> str:
+    floors = {p.over_floor["floor"] for p in result.enipin.phases if p.over_floor}
+    return ", ".join(f"{f:g}" for f in sorted(floors)) or "-"
 
 
 def _buckets(config: BenchConfig) -> str:

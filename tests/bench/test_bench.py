@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,7 +67,10 @@ def test_json_has_the_documented_keys(bench: tuple[str, dict[str, Any]]) -> None
                 "macs_reused",
                 "wall_seconds",
                 "max_clock_lag",
+                "throttled",
+                "over_floor",
             } <= set(phase)
+    assert data["config"]["buckets"] is True and data["config"]["neighbour"] == 0.0
     assert {"prices", "per_1000_pinned_launches", "per_1000_releases", "assumptions"} <= set(
         data["cost"]
     )
@@ -84,6 +88,10 @@ def test_enipin_pins_every_instance_of_both_scale_outs(bench: tuple[str, dict[st
         assert phase["calls"]["ssm.SendCommand"] >= N
         assert phase["calls"]["auto-scaling.CompleteLifecycleAction"] == N
         assert phase["executions"]["transitions"] >= 15 * N
+        # each launch took at least the model's floor: pending 5, agent 20, command 1 + 2
+        latency = phase["over_floor"]
+        assert latency["floor"] == 28.0
+        assert 0.0 <= latency["p50"] <= latency["p99"] <= latency["max"], latency
     again = data["enipin"]["phases"]["scale_out_again"]
     # 4 ENIs per AZ, 3 instances per AZ in each round: at least 2 per AZ come back
     assert again["macs_reused"] >= 2 * AZS
@@ -181,3 +189,20 @@ def test_bench_refuses_a_pool_too_small() -> None:
     )
     assert result.exit_code == 2
     assert "cannot hold 9 instances" in result.output
+
+
+def test_a_busy_neighbour_gets_launches_throttled_and_every_one_still_pinned(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(
+        main,
+        ["bench", "--instances", "6", "--azs", "2", "--neighbour", "0.97", "--json", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "a neighbour holding 97% of each" in result.output
+    phase = json.loads(out.read_text())["enipin"]["phases"]["scale_out"]
+    assert phase["pinned"] == 6 and phase["double_attached"] == 0
+    assert phase["throttled"] > 0, "the neighbour left room enough: the test shows nothing"
+    throttled_row = next(line for line in result.output.splitlines() if "throttled" in line)
+    assert str(phase["throttled"]) in throttled_row
