@@ -8,6 +8,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -53,6 +54,7 @@ def up(port: int, azs: int, pool_per_az: int, instances: int, real_time: bool) -
         raise click.ClickException(
             f"a playground is already up at {running.endpoint} (pid {running.pid})"
         )
+    _port_free(port)  # before the sandbox's few seconds of set-up, not after
     # Everything in this process talks to the sandbox in memory, never to an endpoint.
     for name in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL") or k == "AWS_PROFILE"]:
         del os.environ[name]
@@ -101,6 +103,14 @@ def _serve(
     announcement.write()
     _welcome(announcement)
     threading.Event().wait()
+
+
+def _port_free(port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise click.ClickException(f"port {port}: {exc.strerror}; choose --port") from None
 
 
 @contextmanager

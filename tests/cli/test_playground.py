@@ -190,3 +190,23 @@ def test_the_readmes_walk_through_runs_against_a_playground_that_stops_clean(
     assert not Path(playground["env"]["ENIPIN_PLAYGROUND_FILE"]).exists()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", playground["port"]), 2):
         pass
+
+
+def test_a_port_already_taken_is_named_before_anything_starts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["ENIPIN_PLAYGROUND_FILE"] = str(tmp_path / "playground.json")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = subprocess.run(
+            [str(VENV_BIN / "enipin-lab"), "up", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert refused.returncode == 1
+    assert f"port {port}: Address already in use; choose --port" in refused.stderr
+    assert "enipin playground" not in refused.stdout  # refused before the sandbox opened
+    assert not (tmp_path / "playground.json").exists()
