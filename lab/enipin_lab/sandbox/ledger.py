@@ -25,6 +25,8 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 
+from enipin_lab.sandbox.buckets import RequestBuckets
+
 _caller = threading.local()
 
 # What each protocol answers when an account's request rate is exceeded.
@@ -157,8 +159,8 @@ class Ledger:
         default_factory=dict
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    # The account's request-rate buckets (``buckets.RequestBuckets``), asked after the rules.
-    limiter: Any = None
+    # The account's request-rate buckets, asked after the rules.
+    limiter: RequestBuckets | None = None
 
     def throttle(
         self,
