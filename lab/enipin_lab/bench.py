@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from enipin_core.aws import THROTTLING_CODES
 from enipin_core.names import LAUNCHING
 
 if TYPE_CHECKING:  # the sandbox (moto) is imported when a bench runs, not with the CLI
@@ -31,10 +32,6 @@ if TYPE_CHECKING:  # the sandbox (moto) is imported when a bench runs, not with 
 SCALE_OUT, SCALE_IN, SCALE_OUT_AGAIN = "scale_out", "scale_in", "scale_out_again"
 PHASES = (SCALE_OUT, SCALE_IN, SCALE_OUT_AGAIN)
 ENIPIN, CLASSIC = "enipin", "classic"
-# What EC2, Auto Scaling, Step Functions and Lambda answer a request over the account's rate.
-THROTTLE_CODES = frozenset(
-    {"RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequestsException"}
-)
 CLASSIC_CALLER = "classic-boot-script"  # the ledger's caller name for the boot scripts' calls
 
 # Up to this many simultaneous launches the fast clock (1/50 of real time) keeps up; beyond it
@@ -134,7 +131,7 @@ class Phase:
     def throttled(self) -> int:
         """Calls refused for the request rate (any service's throttling code), retries too."""
         return sum(
-            n for key, n in self.call_errors.items() if key.rpartition(":")[2] in THROTTLE_CODES
+            n for key, n in self.call_errors.items() if key.rpartition(":")[2] in THROTTLING_CODES
         )
 
     @property

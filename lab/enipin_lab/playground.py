@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,8 @@ STATE_FILE = Path(
     os.environ.get("ENIPIN_PLAYGROUND_FILE")
     or Path(tempfile.gettempdir()) / f"enipin-playground-{os.getuid()}.json"
 )
-# What a client needs besides the endpoint: moto takes any credentials, the stack is in us-east-1.
-CLIENT_ENV = {
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_ACCESS_KEY_ID": "playground",
-    "AWS_SECRET_ACCESS_KEY": "playground",
-}
+# moto takes any credentials: these stand in for a profile.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "playground", "AWS_SECRET_ACCESS_KEY": "playground"}
 
 
 @dataclass(frozen=True)
@@ -206,10 +202,8 @@ class Playground:
         what = request.path.removeprefix(CONTROL)
         body = request.get_json(silent=True) or {}
         try:
-            if what == "levers":
-                answer: Any = {n: lever.__dict__ for n, lever in LEVERS.items()}
-            elif what == "pull":
-                answer = self.pull(body["lever"], body.get("params", {}))
+            if what == "pull":
+                answer: Any = self.pull(body["lever"], body.get("params", {}))
             elif what == "fix":
                 answer = self.fix(body["lever"], body.get("params", {}))
             elif what == "wait":
@@ -244,14 +238,14 @@ class Announcement:
     group: str
     stack: str = STACK_NAME
     region: str = REGION
-    env: dict[str, str] = field(default_factory=dict)
 
     def exports(self) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": self.endpoint} | CLIENT_ENV
+        """What a client needs: the endpoint, the stack's Region, stand-in credentials."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": self.region} | CREDENTIALS
 
     def write(self, path: Path = STATE_FILE) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.__dict__ | {"env": self.exports()}, indent=2))
+        path.write_text(json.dumps(self.__dict__, indent=2))
 
     @classmethod
     def read(cls, path: Path = STATE_FILE) -> Announcement | None:

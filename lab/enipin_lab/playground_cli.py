@@ -18,12 +18,12 @@ from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any
 
-import boto3
 import click
 
 from enipin.cli.console import table
-from enipin_lab.playground import CLIENT_ENV, LEVERS, STATE_FILE, Announcement
-from enipin_lab.report import group_report
+from enipin.deployment import Deployment, connect
+from enipin_lab.playground import LEVERS, STATE_FILE, Announcement
+from enipin_lab.report import PinReport, group_report
 from enipin_lab.sandbox.netns import alive
 
 DEFAULT_PORT = 5599
@@ -136,7 +136,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _welcome(announcement: Announcement) -> None:
-    report = _report(announcement)
+    # read in this process, from the sandbox itself (its endpoint variables were dropped)
+    report = _report(connect(None, announcement.region, announcement.stack), announcement.group)
     click.echo(table(report.instances, COLUMNS))
     exports = " ".join(f"{k}={v}" for k, v in announcement.exports().items())
     click.echo(
@@ -205,7 +206,10 @@ def wait(until: str, timeout: float) -> None:
     answer = _post("wait", {"until": until, "timeout": timeout})
     if until == "failed":
         click.echo(f"failed: {', '.join(answer['failed'])}")
-    click.echo(table(_report(_announcement()).instances, COLUMNS))
+    announcement = _announcement()
+    os.environ.update(announcement.exports())  # over HTTP, as the shell that eval'd env would
+    dep = connect(None, announcement.region, announcement.stack)
+    click.echo(table(_report(dep, announcement.group).instances, COLUMNS))
 
 
 def _announcement() -> Announcement:
@@ -245,26 +249,13 @@ def _shown(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def _report(announcement: Announcement) -> Any:
-    """The group as EC2, Auto Scaling and Step Functions tell it over HTTP, like any client."""
-
-    def client(service: str) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=announcement.endpoint,
-            region_name=announcement.region,
-            aws_access_key_id=CLIENT_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CLIENT_ENV["AWS_SECRET_ACCESS_KEY"],
-        )
-
-    outputs = client("cloudformation").describe_stacks(StackName=announcement.stack)["Stacks"][0]
-    found = {o["OutputKey"]: o["OutputValue"] for o in outputs.get("Outputs", [])}
+def _report(dep: Deployment, group: str) -> PinReport:
+    """The group as EC2, Auto Scaling and Step Functions tell it to any client of the stack."""
     return group_report(
-        client("ec2"),
-        client("autoscaling"),
-        client("stepfunctions"),
-        announcement.group,
-        found["LaunchStateMachineArn"],
-        found["PoolTagKey"],
-        found["PoolTagValue"],
+        dep.client("ec2"),
+        dep.client("autoscaling"),
+        dep.client("stepfunctions"),
+        group,
+        dep.state_machines()["launch"],
+        *dep.pool_tag,
     )
