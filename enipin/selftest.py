@@ -423,7 +423,7 @@ class Selftest:
         self.report.checks.append(Check(name, ok, saw))
         self.progress(f"{'PASS' if ok else 'FAIL'} {name}: {saw}")
 
-    # -- reading the world -----------------------------------------------------------------
+    # -- reading AWS -----------------------------------------------------------------
 
     def _set_desired(self, n: int) -> None:
         self.autoscaling.set_desired_capacity(

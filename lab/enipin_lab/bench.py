@@ -37,12 +37,12 @@ CLASSIC_CALLER = "classic-boot-script"  # the ledger's caller name for the boot 
 # Up to this many simultaneous launches the fast clock (1/50 of real time) keeps up; beyond it
 # the in-process simulation falls behind, AWS-time deadlines expire from CPU starvation (not
 # from anything AWS would do) and every poll loop spins more often than it would on AWS. The
-# bench then runs the enipin world at real time, which costs no wall time when CPU-bound.
+# bench then runs enipin's sandbox at real time, which costs no wall time when CPU-bound.
 FAST_CLOCK_MAX_INSTANCES = 16
 QUIET_AWS_SECONDS = 15.0  # > the group's 10 s replacement back-off: an ABANDON shows
 SETTLE_TIMEOUT_AWS_SECONDS = 3600.0
 # How often the bench looks, in real seconds: a look lists every execution (60 ms at 200 of
-# them), so Sandbox.settle's 20 ms would take most of the interpreter from the world it watches.
+# them), so Sandbox.settle's 20 ms would take most of the interpreter from the sandbox it watches.
 LOOK_REAL_SECONDS = 1.0
 
 
@@ -62,7 +62,7 @@ class BenchConfig:
     instances: int
     azs: int
     pool_per_az: int | None = None  # default: a balanced group's most per AZ, plus one spare
-    clock: str = "auto"  # auto | fast | real, for the enipin world
+    clock: str = "auto"  # auto | fast | real, for enipin's sandbox
     parameters: dict[str, str] = field(default_factory=dict)  # template parameter overrides
     billed_ms: float = 100.0  # assumed billed duration of one warm invocation
     flavour: str = "al2023"
@@ -244,7 +244,7 @@ class BenchResult:
 
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _: None) -> BenchResult:
-    """Both strategies, one after the other, in worlds built the same way."""
+    """Both strategies, one after the other, in sandboxes built the same way."""
     started = time.monotonic()
     enipin = run_enipin(config, progress)
     classic = run_classic(config, progress)
@@ -272,7 +272,7 @@ def run_enipin(config: BenchConfig, progress: Callable[[str], None]) -> Strategy
     """The group's lifecycle hooks drive the launch and terminate workflows."""
     n = config.instances
     with _sandbox(config, deploy=True, fast=config.fast_clock) as sb:
-        bench = _EnipinWorld(sb)
+        bench = _EnipinBench(sb)
         phases: list[Phase] = []
         for name, act in ((SCALE_OUT, sb.scale_out), (SCALE_IN, sb.scale_in)):
             progress(f"enipin: {name} {n}")
@@ -305,11 +305,11 @@ def run_classic(config: BenchConfig, progress: Callable[[str], None]) -> Strateg
     The fast clock is always used here: a boot script neither polls nor has a deadline."""
     n = config.instances
     with _sandbox(config, deploy=False, fast=True) as sb:
-        world = _ClassicWorld(sb)
+        classic = _ClassicBench(sb)
         phases: list[Phase] = []
         for name in PHASES:
             progress(f"classic: {name} {n}")
-            phases.append(world.phase(name, n, phases))
+            phases.append(classic.phase(name, n, phases))
         return StrategyRun(
             CLASSIC,
             phases,
@@ -394,7 +394,7 @@ class _Probe:
 
 def _settle(sb: Sandbox, probe: _Probe, quiet: float = QUIET_AWS_SECONDS) -> None:
     """``Sandbox.settle`` looked at every POLL_REAL_SECONDS instead of every 20 ms: at a few
-    hundred executions each look lists them all, and the looking would starve the world."""
+    hundred executions each look lists them all, and the looking would starve the sandbox."""
     from enipin_lab.sandbox import SettleTimeout
 
     look = _look_interval(sb, quiet)
@@ -440,7 +440,7 @@ class _Mark:
 
     @classmethod
     def now(cls, sb: Sandbox) -> _Mark:
-        # taken while the world is at rest: nothing appends to the ledger meanwhile
+        # taken while the sandbox is at rest: nothing appends to the ledger meanwhile
         calls, invocations = len(sb.ledger.calls), Counter(sb.ledger.invocations)
         return cls(calls, invocations, time.monotonic(), sb.clock.monotonic())
 
@@ -448,7 +448,7 @@ class _Mark:
         return [c for c in sb.ledger.calls[self.calls :] if caller(c.caller)]
 
 
-class _EnipinWorld:
+class _EnipinBench:
     def __init__(self, sb: Sandbox) -> None:
         self.sb = sb
         self.probe = _Probe(sb)
@@ -544,7 +544,7 @@ def _transitions(sfn: Any, execution_arn: str) -> tuple[int, int]:
     return entered, retries
 
 
-class _ClassicWorld:
+class _ClassicBench:
     def __init__(self, sb: Sandbox) -> None:
         self.sb = sb
         self.probe = _Probe(sb)

@@ -42,12 +42,12 @@ def chaos(
 ) -> None:
     """Random, reproducible fault runs against the deployed stack in the sandbox.
 
-    Each run's world may have a warm pool (KEEP or RELEASE), a second group on the same pool,
+    Each run's shape may have a warm pool (KEEP or RELEASE), a second group on the same pool,
     and hooks that move the ENI's device index. The run scales the group out, then draws 3-6
     faults (scale in and out, duplicated, dropped and late lifecycle events, throttling bursts,
     slow and absent SSM agents, NICs that never come up, ENIs detached or deleted by hand,
     instances terminated mid-workflow, executions failed and replayed, warm pools resized),
-    lets the world settle and the reconciler run, and checks EC2, Auto Scaling and Step
+    lets the sandbox settle and the reconciler run, and checks EC2, Auto Scaling and Step
     Functions. Exit status 1 on any violation, with the seed and step
     that reproduce it.
     """
@@ -65,9 +65,9 @@ def chaos(
 def _progress(result: RunResult) -> None:
     verdict = f"{len(result.violations)} violations" if result.violations else "ok"
     faults = ", ".join(result.injected[1:]) or "-"
-    world = result.shape.describe()
+    shape = result.shape.describe()
     click.echo(
-        f"seed {result.seed}: {verdict} ({world}: {faults}; {result.wall_seconds:.0f} s)", err=True
+        f"seed {result.seed}: {verdict} ({shape}: {faults}; {result.wall_seconds:.0f} s)", err=True
     )
 
 

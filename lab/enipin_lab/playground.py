@@ -176,7 +176,7 @@ class Playground:
         return healed
 
     def wait(self, until: str, timeout: float) -> dict[str, Any]:
-        """Until the world is at rest (``settled``) or a launch has failed (``failed``); the
+        """Until the sandbox is at rest (``settled``) or a launch has failed (``failed``); the
         timeout is in AWS seconds."""
         if until == "settled":
             self.sb.settle(timeout=timeout)

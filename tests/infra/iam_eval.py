@@ -12,7 +12,7 @@ by component) and every condition (string, numeric, date, Bool, ARN, IP and Null
 ForAnyValue/ForAllValues, IfExists, policy variables).
 
 ``observe`` reads what a sandbox did before it closes (the ledger's calls, the Task states its
-executions scheduled, and a ``World`` of what IAM would know of the resources: tags, placement,
+executions scheduled, and a ``Inventory`` of what IAM would know of the resources: tags, placement,
 which ENI and instance each attachment joined); ``requests_from_calls`` and
 ``requests_from_tasks`` turn that into requests, whatever the workflows call.
 """
@@ -191,7 +191,7 @@ class Resource:
     type: str  # the reference's resource type; "" when the action takes Resource "*" only
     arn: str
     context: Context = field(default_factory=dict, compare=False)
-    known: bool = field(default=True, compare=False)  # in the world when the sandbox closed
+    known: bool = field(default=True, compare=False)  # in the inventory when the sandbox closed
 
 
 ANY = Resource("", "*")
@@ -217,7 +217,7 @@ class Principal:
 
 
 @dataclass
-class World:
+class Inventory:
     """What IAM knows of the resources the calls named."""
 
     account: str
@@ -265,38 +265,41 @@ class Params:
 
 
 # Where a call names the resources of a type, for each (IAM prefix, the reference's resource
-# type): ARNs from its parameters and the world. An action none of whose required resource types
+# type): ARNs from its parameters and the inventory. An action none of whose required resource types
 # has an entry here fails the check until one is added: a call is never waved through unseen.
-Resolver = Callable[[Params, World, Authorization], list[str]]
+Resolver = Callable[[Params, Inventory, Authorization], list[str]]
 
 
 def _ec2(rtype: str, id_param: str, attached: int) -> Resolver:
-    def resolve(params: Params, world: World, auth: Authorization) -> list[str]:
+    def resolve(params: Params, inventory: Inventory, auth: Authorization) -> list[str]:
         ids = params.values(id_param)
-        ids += [world.attachments[a][attached] for a in params.values("AttachmentId")]
+        ids += [inventory.attachments[a][attached] for a in params.values("AttachmentId")]
         field_name = "InstanceId" if rtype == "instance" else "NetworkInterfaceId"
-        return [auth.arn("ec2", rtype, world.account, world.region, **{field_name: i}) for i in ids]
+        return [
+            auth.arn("ec2", rtype, inventory.account, inventory.region, **{field_name: i})
+            for i in ids
+        ]
 
     return resolve
 
 
-def _ssm_document(params: Params, world: World, auth: Authorization) -> list[str]:
+def _ssm_document(params: Params, inventory: Inventory, auth: Authorization) -> list[str]:
     arns = []
     for name in params.values("DocumentName") + params.values("Name"):
         if name.startswith("arn:"):
             arns.append(name)
         else:  # AWS's own documents live in no account
-            account = "" if name.startswith("AWS-") else world.account
-            arns.append(auth.arn("ssm", "document", account, world.region, DocumentName=name))
+            account = "" if name.startswith("AWS-") else inventory.account
+            arns.append(auth.arn("ssm", "document", account, inventory.region, DocumentName=name))
     return arns
 
 
 def _ssm_instances(managed: bool) -> Resolver:
-    def resolve(params: Params, world: World, auth: Authorization) -> list[str]:
+    def resolve(params: Params, inventory: Inventory, auth: Authorization) -> list[str]:
         ids = params.values("InstanceIds") + params.values("InstanceId")
         rtype = "managed-instance" if managed else "instance"
         return [
-            auth.arn("ssm", rtype, world.account, world.region, InstanceId=i)
+            auth.arn("ssm", rtype, inventory.account, inventory.region, InstanceId=i)
             for i in ids
             if i.startswith("mi-") == managed
         ]
@@ -304,26 +307,26 @@ def _ssm_instances(managed: bool) -> Resolver:
     return resolve
 
 
-def _group(params: Params, world: World, auth: Authorization) -> list[str]:
+def _group(params: Params, inventory: Inventory, auth: Authorization) -> list[str]:
     names = params.values("AutoScalingGroupName") + params.values("AutoScalingGroupNames")
     # CreateOrUpdateTags and DeleteTags name the group in each tag (Tags.member.N.ResourceId)
     for key, value in params.items():
         if re.fullmatch(r"Tags\.member\.\d+\.ResourceId", key):
             names += [str(v) for v in (value if isinstance(value, list) else [value])]
-    unknown = [n for n in names if n not in world.groups]
+    unknown = [n for n in names if n not in inventory.groups]
     if unknown:
         raise KeyError(f"group {unknown[0]}")
-    return [world.groups[n] for n in names]
+    return [inventory.groups[n] for n in names]
 
 
 def _given(name: str, marker: str = "") -> Resolver:
-    def resolve(params: Params, world: World, auth: Authorization) -> list[str]:
+    def resolve(params: Params, inventory: Inventory, auth: Authorization) -> list[str]:
         return [v for v in params.values(name) if marker in v]
 
     return resolve
 
 
-def _function(params: Params, world: World, auth: Authorization) -> list[str]:
+def _function(params: Params, inventory: Inventory, auth: Authorization) -> list[str]:
     names = params.values("FunctionName")
     match = re.fullmatch(r"/[\d-]+/functions/([^/]+)/invocations", params.path())
     if match:
@@ -333,21 +336,23 @@ def _function(params: Params, world: World, auth: Authorization) -> list[str]:
         if name.startswith("arn:"):
             arn = name
         elif ":function:" in name:  # a partial ARN: account:function:name
-            arn = f"arn:{PARTITION}:lambda:{world.region}:{name}"
+            arn = f"arn:{PARTITION}:lambda:{inventory.region}:{name}"
         else:
             bare, _, qualifier = name.partition(":")
-            arn = auth.arn("lambda", "function", world.account, world.region, FunctionName=bare)
+            arn = auth.arn(
+                "lambda", "function", inventory.account, inventory.region, FunctionName=bare
+            )
             arn += f":{qualifier}" if qualifier else ""
         qualifiers = params.values("Qualifier")
         arns.append(f"{arn}:{qualifiers[0]}" if qualifiers and arn.count(":") == 6 else arn)
     return arns
 
 
-def _queue(params: Params, world: World, auth: Authorization) -> list[str]:
+def _queue(params: Params, inventory: Inventory, auth: Authorization) -> list[str]:
     arns = []
     for url in params.values("QueueUrl"):
         account, name = urlsplit(url).path.strip("/").split("/")[-2:]
-        arns.append(auth.arn("sqs", "queue", account, world.region, QueueName=name))
+        arns.append(auth.arn("sqs", "queue", account, inventory.region, QueueName=name))
     return arns
 
 
@@ -357,7 +362,7 @@ RESOLVERS: dict[tuple[str, str], Resolver] = {
     ("ssm", "document"): _ssm_document,
     ("ssm", "instance"): _ssm_instances(managed=False),
     ("ssm", "managed-instance"): _ssm_instances(managed=True),
-    ("ssm", "bucket"): lambda params, world, auth: [],  # output to S3: not asked for here
+    ("ssm", "bucket"): lambda params, inventory, auth: [],  # output to S3: not asked for here
     ("autoscaling", "autoScalingGroup"): _group,
     ("states", "statemachine"): _given("stateMachineArn"),
     ("states", "execution"): _given("executionArn", ":execution:"),
@@ -372,7 +377,7 @@ def request_for(
     principal: Principal,
     action: str,
     params: Mapping[str, Any],
-    world: World,
+    inventory: Inventory,
     auth: Authorization,
 ) -> Request:
     """The request IAM authorizes for one call: each resource the action authorizes, as the
@@ -380,13 +385,13 @@ def request_for(
     action = IAM_ACTION.get(action, action)
     prefix = action.partition(":")[0]
     context: dict[str, Values] = {
-        "aws:requestedregion": (world.region,),
+        "aws:requestedregion": (inventory.region,),
         "aws:principalarn": (principal.role_arn,),
-        "aws:principalaccount": (world.account,),
+        "aws:principalaccount": (inventory.account,),
         "aws:principaltype": ("AssumedRole",),
         "aws:securetransport": ("true",),
         "aws:viaawsservice": ("false",),
-        f"{prefix}:region": (world.region,),
+        f"{prefix}:region": (inventory.region,),
     }
     request = functools.partial(Request, principal.logical, principal.role, action, context=context)
     if auth.privilege(action) is None:
@@ -403,13 +408,15 @@ def request_for(
                 return request((), problem=f"iam_eval.RESOLVERS cannot name its {rtype.name}")
             continue
         try:
-            arns = resolver(view, world, auth)
-        except KeyError as exc:  # an attachment the world never saw made
+            arns = resolver(view, inventory, auth)
+        except KeyError as exc:  # an attachment the inventory never saw made
             return request((), problem=f"cannot tell its {rtype.name}: {exc} unknown")
         for arn in arns:
             if not auth.is_arn_of(prefix, rtype.name, arn):
                 return request((), problem=f"{arn} is not a {rtype.name} ARN")
-            found.append(Resource(rtype.name, arn, world.context(arn, prefix), world.known(arn)))
+            found.append(
+                Resource(rtype.name, arn, inventory.context(arn, prefix), inventory.known(arn))
+            )
     required = {t.name for t in types if t.required}
     if required and not required & {r.type for r in found}:
         wanted = " or ".join(sorted(required))
@@ -420,7 +427,7 @@ def request_for(
 def requests_from_calls(
     calls: Iterable[Call],
     principals: Mapping[str, Principal],
-    world: World,
+    inventory: Inventory,
     auth: Authorization,
 ) -> list[Request]:
     """The requests of every call a function made (``principals``: by function name)."""
@@ -434,7 +441,7 @@ def requests_from_calls(
             unknown = Request(call.caller, "?", action, (), problem="no function of the template")
             found.setdefault(unknown)
             continue
-        found.setdefault(request_for(principal, action, call.params, world, auth))
+        found.setdefault(request_for(principal, action, call.params, inventory, auth))
     return list(found)
 
 
@@ -451,7 +458,7 @@ def integration_action(resource_type: str, resource: str) -> str:
 def requests_from_tasks(
     tasks: Iterable[tuple[str, Mapping[str, Any]]],
     principals: Mapping[str, Principal],
-    world: World,
+    inventory: Inventory,
     auth: Authorization,
 ) -> list[Request]:
     """The requests of every Task a state machine scheduled: (state machine logical id, the
@@ -460,7 +467,7 @@ def requests_from_tasks(
     for machine, details in tasks:
         action = integration_action(details["resourceType"], details["resource"])
         params = json.loads(details.get("parameters") or "{}")
-        found.setdefault(request_for(principals[machine], action, params, world, auth))
+        found.setdefault(request_for(principals[machine], action, params, inventory, auth))
     return list(found)
 
 
@@ -471,20 +478,20 @@ def requests_from_tasks(
 class Observation:
     """What the sandboxes of a scenario did, read before each closed."""
 
-    world: World
+    inventory: Inventory
     calls: list[Call] = field(default_factory=list)
     tasks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @contextmanager
-def recording_attachments(world: World) -> Iterator[None]:
+def recording_attachments(inventory: Inventory) -> Iterator[None]:
     """Note which ENI and instance each attachment joins, for a DetachNetworkInterface that
     names only the attachment (moto forgets it at detach)."""
     original = Instance.attach_eni
 
     def attach_eni(instance: Instance, eni: Any, device_index: int) -> str:
         attachment_id = str(original(instance, eni, device_index))
-        world.attachments[attachment_id] = (eni.id, instance.id)
+        inventory.attachments[attachment_id] = (eni.id, instance.id)
         return attachment_id
 
     with patch.object(Instance, "attach_eni", attach_eni):
@@ -492,7 +499,7 @@ def recording_attachments(world: World) -> Iterator[None]:
 
 
 def observe(sb: Sandbox, into: Observation, auth: Authorization) -> None:
-    """Add a sandbox's calls, its executions' Task states and its world to ``into``."""
+    """Add a sandbox's calls, its executions' Task states and its inventory to ``into``."""
     into.calls += sb.ledger.calls
     sfn = sb.client("stepfunctions")
     assert sb.stack is not None, "nothing deployed"
@@ -508,13 +515,13 @@ def observe(sb: Sandbox, into: Observation, auth: Authorization) -> None:
                 for event in page["events"]
                 if "taskScheduledEventDetails" in event
             ]
-    snapshot(into.world, auth)
+    snapshot(into.inventory, auth)
 
 
-def snapshot(world: World, auth: Authorization) -> None:
+def snapshot(inventory: Inventory, auth: Authorization) -> None:
     """Tags and placement of what moto holds now: instances (terminated ones keep theirs),
     ENIs, Auto Scaling groups, SSM documents, state machines and functions."""
-    account, region = world.account, world.region
+    account, region = inventory.account, inventory.region
 
     def arn(prefix: str, rtype: str, **names: str) -> str:
         return auth.arn(prefix, rtype, account, region, **names)
@@ -523,27 +530,29 @@ def snapshot(world: World, auth: Authorization) -> None:
     for reservation in ec2.reservations.values():
         for instance in reservation.instances:
             key = arn("ec2", "instance", InstanceId=instance.id)
-            world.tags[key] = dict(ec2.tags.get(instance.id, {}))
-            world.attributes[key] = _placement(
+            inventory.tags[key] = dict(ec2.tags.get(instance.id, {}))
+            inventory.attributes[key] = _placement(
                 arn, instance.availability_zone, instance.vpc_id, instance.subnet_id
             ) | {"ec2:instancetype": (instance.instance_type,)}
     for eni in ec2.enis.values():
         key = arn("ec2", "network-interface", NetworkInterfaceId=eni.id)
-        world.tags[key] = dict(ec2.tags.get(eni.id, {}))
+        inventory.tags[key] = dict(ec2.tags.get(eni.id, {}))
         subnet = eni.subnet
-        world.attributes[key] = _placement(arn, subnet.availability_zone, subnet.vpc_id, subnet.id)
+        inventory.attributes[key] = _placement(
+            arn, subnet.availability_zone, subnet.vpc_id, subnet.id
+        )
     for name, group in autoscaling_backends[account][region].autoscaling_groups.items():
-        world.groups[name] = group.arn
-        world.tags[group.arn] = {t["Key"]: t["Value"] for t in group.tags}
+        inventory.groups[name] = group.arn
+        inventory.tags[group.arn] = {t["Key"]: t["Value"] for t in group.tags}
     ssm = ssm_backends[account][region]
     for name in ssm._documents:
         key = arn("ssm", "document", DocumentName=name)
-        world.tags[key] = dict(ssm.list_tags_for_resource("Document", name))
+        inventory.tags[key] = dict(ssm.list_tags_for_resource("Document", name))
     sfn = stepfunctions_backends[account][region]
     for machine in sfn.state_machines:
-        world.tags[machine.arn] = dict(sfn.tagger.get_tag_dict_for_resource(machine.arn))
+        inventory.tags[machine.arn] = dict(sfn.tagger.get_tag_dict_for_resource(machine.arn))
     for fn in lambda_backends[account][region].list_functions():
-        world.tags[fn.function_arn] = dict(fn.tags or {})
+        inventory.tags[fn.function_arn] = dict(fn.tags or {})
 
 
 def _placement(

@@ -30,10 +30,10 @@ from conftest import wait_until
 from iam_eval import (
     Authorization,
     Decision,
+    Inventory,
     Observation,
     Principal,
     Request,
-    World,
     arn_match,
     condition_holds,
     evaluate,
@@ -166,9 +166,9 @@ def observation() -> Observation:
     then of a launch whose SSM agent never comes (heartbeats while waiting, release, abandon
     with CONTINUE), then of an attach EC2 refuses because the instance is going (what state is
     it in?), then of a launch out of a KEEP warm pool abandoned with its kept ENI, which trips
-    the storm guard; with the Task states the executions scheduled and the world they acted on."""
-    seen = Observation(World(ACCOUNT_ID, REGION))
-    with recording_attachments(seen.world), Sandbox(azs=1, pool_per_az=2) as sb:
+    the storm guard; with the Task states the executions scheduled and what they acted on."""
+    seen = Observation(Inventory(ACCOUNT_ID, REGION))
+    with recording_attachments(seen.inventory), Sandbox(azs=1, pool_per_az=2) as sb:
         sb.scale_out(1)
         sb.settle()
         response = sb.client("lambda").invoke(
@@ -185,7 +185,7 @@ def observation() -> Observation:
         "LaunchFailureResult": "CONTINUE",
     }
     with (
-        recording_attachments(seen.world),
+        recording_attachments(seen.inventory),
         Sandbox(azs=1, pool_per_az=1, agent_delay=100_000, parameters=failing) as sb,
     ):
         sb.scale_out(1)
@@ -198,7 +198,7 @@ def observation() -> Observation:
         assert replayed.exit_code == 0, replayed.output
         sb.settle()
         observe(sb, seen, AUTH)
-    with recording_attachments(seen.world), Sandbox(azs=1, pool_per_az=1) as sb:
+    with recording_attachments(seen.inventory), Sandbox(azs=1, pool_per_az=1) as sb:
         ec2 = sb.client("ec2")  # the instance is terminated by hand as its ENI is attached
         sb.ledger.before(
             "ec2",
@@ -212,7 +212,7 @@ def observation() -> Observation:
     # its ABANDON trips the guard; then a selftest, whose forced failure trips it on its group
     keep = {"WarmPoolEni": "KEEP", "StormGuardFailures": 1, "SelftestGroupName": SELFTEST_GROUP}
     with (
-        recording_attachments(seen.world),
+        recording_attachments(seen.inventory),
         Sandbox(azs=1, pool_per_az=2, max_size=1, parameters=keep) as sb,
     ):
         abandon_a_launch_out_of_the_warm_pool(sb)
@@ -296,9 +296,9 @@ def principals(resources: Resources, stack: Stack) -> dict[str, Principal]:
 @pytest.fixture(scope="module")
 def requests(template: tuple[Resources, Stack], observation: Observation) -> list[Request]:
     who = principals(*template)
-    world = observation.world
-    return requests_from_calls(observation.calls, who, world, AUTH) + requests_from_tasks(
-        observation.tasks, who, world, AUTH
+    inventory = observation.inventory
+    return requests_from_calls(observation.calls, who, inventory, AUTH) + requests_from_tasks(
+        observation.tasks, who, inventory, AUTH
     )
 
 
@@ -691,14 +691,17 @@ def test_resources_match_as_iam_globs_arns(pattern: str, arn: str, matches: bool
 
 def test_an_action_authorizing_two_resources_needs_both_allowed() -> None:
     # GIVEN an attach, which authorizes the instance and the ENI
-    world = World(ACCOUNT_ID, REGION)
+    inventory = Inventory(ACCOUNT_ID, REGION)
     instance = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/i-1"
     eni = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:network-interface/eni-1"
-    world.tags = {instance: {"aws:autoscaling:groupName": GROUP}, eni: {"Type": "Dedicated-ENI"}}
+    inventory.tags = {
+        instance: {"aws:autoscaling:groupName": GROUP},
+        eni: {"Type": "Dedicated-ENI"},
+    }
     who = Principal("Fn", "Role", f"arn:aws:iam::{ACCOUNT_ID}:role/r")
     params = {"InstanceId": ["i-1"], "NetworkInterfaceId": ["eni-1"], "DeviceIndex": ["1"]}
     (request,) = requests_from_calls(
-        [_call("ec2", "AttachNetworkInterface", params)], {"fn": who}, world, AUTH
+        [_call("ec2", "AttachNetworkInterface", params)], {"fn": who}, inventory, AUTH
     )
     assert [r.type for r in request.resources] == ["instance", "network-interface"]
     only_instances = Grant("Role", "p", {"Effect": "Allow", "Action": "ec2:Attach*",
@@ -711,10 +714,10 @@ def test_an_action_authorizing_two_resources_needs_both_allowed() -> None:
 
 
 def test_an_action_without_resource_types_takes_resource_star_only() -> None:
-    world = World(ACCOUNT_ID, REGION)
+    inventory = Inventory(ACCOUNT_ID, REGION)
     who = Principal("Fn", "Role", f"arn:aws:iam::{ACCOUNT_ID}:role/r")
     (request,) = requests_from_calls(
-        [_call("ec2", "DescribeInstances", {"InstanceId.1": ["i-1"]})], {"fn": who}, world, AUTH
+        [_call("ec2", "DescribeInstances", {"InstanceId.1": ["i-1"]})], {"fn": who}, inventory, AUTH
     )
     scoped = Grant("Role", "p", {"Effect": "Allow", "Action": "ec2:Describe*",
                                  "Resource": INSTANCES})  # fmt: skip
@@ -728,7 +731,7 @@ def _call(service: str, operation: str, params: dict[str, Any]) -> Call:
 
 
 def test_a_call_whose_resources_cannot_be_told_counts_as_denied() -> None:
-    world = World(ACCOUNT_ID, REGION)
+    inventory = Inventory(ACCOUNT_ID, REGION)
     who = Principal("Fn", "Role", f"arn:aws:iam::{ACCOUNT_ID}:role/r")
     calls = [
         _call("ec2", "DeleteVolume", {"VolumeId": ["vol-1"]}),  # no resolver for volumes
@@ -736,7 +739,9 @@ def test_a_call_whose_resources_cannot_be_told_counts_as_denied() -> None:
         _call("ec2", "DescribeEverything", {}),  # no such action
     ]
     everything = Grant("Role", "p", {"Effect": "Allow", "Action": "*", "Resource": "*"})
-    verdicts = evaluate(requests_from_calls(calls, {"fn": who}, world, AUTH), [everything], AUTH)
+    verdicts = evaluate(
+        requests_from_calls(calls, {"fn": who}, inventory, AUTH), [everything], AUTH
+    )
     assert [(d.allowed, d.why) for d in verdicts] == [
         (False, "iam_eval.RESOLVERS cannot name its volume"),
         (False, "cannot tell its instance: 'eni-attach-1' unknown"),

@@ -35,7 +35,7 @@ class Aws:
 
 
 @dataclass
-class World(Aws):
+class Rig(Aws):
     clock: Clock
     fidelity: AutoScalingFidelity
     group: str
@@ -57,7 +57,7 @@ class _SteppedClock(Clock):
 
 @pytest.fixture(scope="module")
 def aws() -> Iterator[Aws]:
-    # One moto world per module (starting one costs about a second); each test gets its
+    # One moto rig per module (starting one costs about a second); each test gets its
     # own group, clock and freshly installed adaptation.
     with mock_aws():
         ec2 = boto3.client("ec2", region_name=REGION)
@@ -82,27 +82,25 @@ def aws() -> Iterator[Aws]:
 
 
 @contextmanager
-def _world(aws: Aws, clock: Clock, group: str) -> Iterator[World]:
+def _rig(aws: Aws, clock: Clock, group: str) -> Iterator[Rig]:
     try:
         with ExitStack() as stack:
             fidelity = AutoScalingFidelity(clock, replacement_backoff=10.0)
             fidelity.install(stack)
-            world = World(**vars(aws), clock=clock, fidelity=fidelity, group=group)
+            rig = Rig(**vars(aws), clock=clock, fidelity=fidelity, group=group)
             try:
-                yield world
+                yield rig
             finally:
-                if _instances(world) is not None:
-                    world.asg.delete_auto_scaling_group(
-                        AutoScalingGroupName=group, ForceDelete=True
-                    )
+                if _instances(rig) is not None:
+                    rig.asg.delete_auto_scaling_group(AutoScalingGroupName=group, ForceDelete=True)
     finally:
         clock.close()
 
 
 @pytest.fixture
-def w(aws: Aws, request: pytest.FixtureRequest) -> Iterator[World]:
-    with _world(aws, Clock(FAST_SCALE), _group_name(request)) as world:
-        yield world
+def w(aws: Aws, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    with _rig(aws, Clock(FAST_SCALE), _group_name(request)) as rig:
+        yield rig
 
 
 def _group_name(request: pytest.FixtureRequest) -> str:
@@ -126,7 +124,7 @@ def _hook(
 
 
 def _create_group(
-    w: World, desired: int, hooks: list[dict[str, Any]] | None = None, *, max_size: int = 10
+    w: Rig, desired: int, hooks: list[dict[str, Any]] | None = None, *, max_size: int = 10
 ) -> None:
     w.asg.create_auto_scaling_group(
         AutoScalingGroupName=w.group,
@@ -139,23 +137,23 @@ def _create_group(
     )
 
 
-def _instances(w: World) -> list[dict[str, Any]] | None:
+def _instances(w: Rig) -> list[dict[str, Any]] | None:
     """The group's instances as describe_auto_scaling_groups shows them (None: no group)."""
     groups = w.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[w.group])
     return groups["AutoScalingGroups"][0]["Instances"] if groups["AutoScalingGroups"] else None
 
 
-def _states(w: World) -> dict[str, str]:
+def _states(w: Rig) -> dict[str, str]:
     return {i["InstanceId"]: i["LifecycleState"] for i in _instances(w) or []}
 
 
-def _group_instances(w: World) -> list[dict[str, Any]]:
+def _group_instances(w: Rig) -> list[dict[str, Any]]:
     """The group's instances as describe_auto_scaling_instances shows them."""
     described = w.asg.describe_auto_scaling_instances()["AutoScalingInstances"]
     return [i for i in described if i["AutoScalingGroupName"] == w.group]
 
 
-def _ec2_state(w: World, instance_id: str) -> str:
+def _ec2_state(w: Rig, instance_id: str) -> str:
     reservations = w.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     return str(reservations[0]["Instances"][0]["State"]["Name"])
 
@@ -171,12 +169,12 @@ def _wait_for(probe: Callable[[], T | None], timeout: float = 3.0) -> T:
     raise AssertionError("condition not reached in time")
 
 
-def _only_instance(w: World) -> str:
+def _only_instance(w: Rig) -> str:
     (instance_id,) = _states(w)
     return instance_id
 
 
-def _action(w: World, instance_id: str, transition: str = LAUNCHING) -> dict[str, Any]:
+def _action(w: Rig, instance_id: str, transition: str = LAUNCHING) -> dict[str, Any]:
     return _wait_for(
         lambda: next(
             (
@@ -189,13 +187,13 @@ def _action(w: World, instance_id: str, transition: str = LAUNCHING) -> dict[str
     )
 
 
-def _complete(w: World, result: str, hook: str = "attach-eni", **target: str) -> None:
+def _complete(w: Rig, result: str, hook: str = "attach-eni", **target: str) -> None:
     w.asg.complete_lifecycle_action(
         AutoScalingGroupName=w.group, LifecycleHookName=hook, LifecycleActionResult=result, **target
     )
 
 
-def _event_queue(w: World, detail_type: str) -> str:
+def _event_queue(w: Rig, detail_type: str) -> str:
     url = w.sqs.create_queue(QueueName=w.group)["QueueUrl"]
     arn = w.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -206,7 +204,7 @@ def _event_queue(w: World, detail_type: str) -> str:
     return str(url)
 
 
-def _drain(w: World, url: str) -> list[dict[str, Any]]:
+def _drain(w: Rig, url: str) -> list[dict[str, Any]]:
     """Every message on the queue, once no event copy is still on its way."""
     _wait_for(lambda: w.fidelity.events_in_flight() == 0)
     bodies = []
@@ -228,7 +226,7 @@ def _error(call: Callable[[], Any]) -> tuple[str, str]:
 # ------------------------------------------------------------------ AZ balancing
 
 
-def test_new_instances_are_spread_evenly_over_the_groups_availability_zones(w: World) -> None:
+def test_new_instances_are_spread_evenly_over_the_groups_availability_zones(w: Rig) -> None:
     _create_group(w, desired=6)
 
     instances = _group_instances(w)
@@ -247,7 +245,7 @@ def test_new_instances_are_spread_evenly_over_the_groups_availability_zones(w: W
         assert ec2_instance["SubnetId"] == w.subnets[zone]
 
 
-def test_scale_in_terminates_from_the_fullest_availability_zone(w: World) -> None:
+def test_scale_in_terminates_from_the_fullest_availability_zone(w: Rig) -> None:
     _create_group(w, desired=4)  # a, b, c, a
 
     w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=3)
@@ -259,7 +257,7 @@ def test_scale_in_terminates_from_the_fullest_availability_zone(w: World) -> Non
 # ------------------------------------------------------------------ launch hooks
 
 
-def test_launch_hook_holds_a_running_instance_in_pending_wait(w: World) -> None:
+def test_launch_hook_holds_a_running_instance_in_pending_wait(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
 
     instance_id = _only_instance(w)
@@ -269,7 +267,7 @@ def test_launch_hook_holds_a_running_instance_in_pending_wait(w: World) -> None:
     assert _ec2_state(w, instance_id) == "running"
 
 
-def test_completing_a_launch_action_with_continue_puts_the_instance_in_service(w: World) -> None:
+def test_completing_a_launch_action_with_continue_puts_the_instance_in_service(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
     instance_id = _only_instance(w)
 
@@ -280,7 +278,7 @@ def test_completing_a_launch_action_with_continue_puts_the_instance_in_service(w
 
 
 def test_abandoning_a_launch_action_terminates_the_instance_and_replaces_it_after_backoff(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
     first = _only_instance(w)
@@ -295,7 +293,7 @@ def test_abandoning_a_launch_action_terminates_the_instance_and_replaces_it_afte
     assert _states(w)[replacement] == "Pending:Wait"
 
 
-def test_every_launch_hook_must_complete_before_the_instance_goes_in_service(w: World) -> None:
+def test_every_launch_hook_must_complete_before_the_instance_goes_in_service(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook("attach-eni"), _hook("configure-os")])
     instance_id = _only_instance(w)
     _wait_for(lambda: len(w.fidelity.pending_actions()) == 2)
@@ -311,7 +309,7 @@ def test_every_launch_hook_must_complete_before_the_instance_goes_in_service(w: 
 
 
 def test_completing_an_unknown_or_finished_action_fails_with_no_active_lifecycle_action(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
     instance_id = _only_instance(w)
@@ -334,7 +332,7 @@ def test_completing_an_unknown_or_finished_action_fails_with_no_active_lifecycle
 
 
 def test_completing_with_a_wrong_group_or_hook_name_fails_with_validation_error(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
     instance_id = _only_instance(w)
@@ -358,7 +356,7 @@ def test_completing_with_a_wrong_group_or_hook_name_fails_with_validation_error(
     assert _states(w) == {instance_id: "Pending:Wait"}
 
 
-def test_concurrent_completions_of_one_action_take_effect_exactly_once(w: World) -> None:
+def test_concurrent_completions_of_one_action_take_effect_exactly_once(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
     instance_id = _only_instance(w)
     token = _action(w, instance_id)["token"]
@@ -385,7 +383,7 @@ def test_concurrent_completions_of_one_action_take_effect_exactly_once(w: World)
 
 @pytest.mark.parametrize(("default", "outcome"), [("CONTINUE", "InService"), ("ABANDON", None)])
 def test_heartbeat_timeout_applies_the_hooks_default_result(
-    w: World, default: str, outcome: str | None
+    w: Rig, default: str, outcome: str | None
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook(heartbeat=30, default=default)])
     instance_id = _only_instance(w)
@@ -398,7 +396,7 @@ def test_heartbeat_timeout_applies_the_hooks_default_result(
     assert _ec2_state(w, instance_id) == ("running" if outcome else "terminated")
 
 
-def test_how_each_action_ended_is_recorded_as_scaling_activities_would_say(w: World) -> None:
+def test_how_each_action_ended_is_recorded_as_scaling_activities_would_say(w: Rig) -> None:
     """DescribeScalingActivities tells a completed action from one that timed out."""
     _create_group(w, desired=2, hooks=[_hook(heartbeat=30, default="CONTINUE")])
     completed, timed_out = sorted(_states(w))
@@ -415,7 +413,7 @@ def test_how_each_action_ended_is_recorded_as_scaling_activities_would_say(w: Wo
     assert ended[timed_out]["ended"] >= ended[timed_out]["deadline"]
 
 
-def test_heartbeat_extends_the_wait_by_one_heartbeat_timeout(w: World) -> None:
+def test_heartbeat_extends_the_wait_by_one_heartbeat_timeout(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook(heartbeat=30)])
     instance_id = _only_instance(w)
     first_deadline = _action(w, instance_id)["deadline"]
@@ -434,7 +432,7 @@ def test_heartbeat_extends_the_wait_by_one_heartbeat_timeout(w: World) -> None:
 
 
 def test_heartbeat_for_an_unknown_action_fails_with_no_active_lifecycle_action(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
     unknown = "87654321-4321-4321-4321-210987654321"
@@ -450,7 +448,7 @@ def test_heartbeat_for_an_unknown_action_fails_with_no_active_lifecycle_action(
     assert error == ("ValidationError", f"No active Lifecycle Action found with token {unknown}")
 
 
-def test_global_timeout_is_the_smaller_of_48_hours_and_100_heartbeats(w: World) -> None:
+def test_global_timeout_is_the_smaller_of_48_hours_and_100_heartbeats(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook("short", heartbeat=30), _hook("long", heartbeat=7200)])
     _wait_for(lambda: len(w.fidelity.pending_actions()) == 2)
 
@@ -470,7 +468,7 @@ def test_heartbeats_cannot_extend_a_wait_past_the_global_timeout(
     aws: Aws, request: pytest.FixtureRequest
 ) -> None:
     clock = _SteppedClock(1.0)  # real time, so only the jumps below move the wait on
-    with _world(aws, clock, _group_name(request)) as w:
+    with _rig(aws, clock, _group_name(request)) as w:
         _create_group(w, desired=1, hooks=[_hook(heartbeat=30, default="CONTINUE")])
         instance_id = _only_instance(w)
         global_deadline = _action(w, instance_id)["global_deadline"]
@@ -501,15 +499,15 @@ def test_heartbeats_cannot_extend_a_wait_past_the_global_timeout(
 # ------------------------------------------------------------------ terminate hooks
 
 
-def _scale_in_by_desired_capacity(w: World, instance_id: str) -> None:
+def _scale_in_by_desired_capacity(w: Rig, instance_id: str) -> None:
     w.asg.set_desired_capacity(AutoScalingGroupName=w.group, DesiredCapacity=0)
 
 
-def _scale_in_by_max_size(w: World, instance_id: str) -> None:
+def _scale_in_by_max_size(w: Rig, instance_id: str) -> None:
     w.asg.update_auto_scaling_group(AutoScalingGroupName=w.group, MinSize=0, MaxSize=0)
 
 
-def _scale_in_by_terminate_instance(w: World, instance_id: str) -> None:
+def _scale_in_by_terminate_instance(w: Rig, instance_id: str) -> None:
     w.asg.terminate_instance_in_auto_scaling_group(
         InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
     )
@@ -521,7 +519,7 @@ def _scale_in_by_terminate_instance(w: World, instance_id: str) -> None:
 )
 @pytest.mark.parametrize("result", ["CONTINUE", "ABANDON"])
 def test_terminate_hook_holds_a_running_instance_in_terminating_wait_until_completed(
-    w: World, scale_in: Callable[[World, str], None], result: str
+    w: Rig, scale_in: Callable[[Rig, str], None], result: str
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)])
     instance_id = _only_instance(w)
@@ -537,7 +535,7 @@ def test_terminate_hook_holds_a_running_instance_in_terminating_wait_until_compl
     assert _ec2_state(w, instance_id) == "terminated"
 
 
-def test_terminate_hook_timeout_terminates_the_instance(w: World) -> None:
+def test_terminate_hook_timeout_terminates_the_instance(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING, heartbeat=30)])
     instance_id = _only_instance(w)
 
@@ -551,7 +549,7 @@ def test_terminate_hook_timeout_terminates_the_instance(w: World) -> None:
 
 
 def test_terminating_without_decrement_launches_a_replacement_while_the_old_one_waits(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)])
     old = _only_instance(w)
@@ -565,7 +563,7 @@ def test_terminating_without_decrement_launches_a_replacement_while_the_old_one_
     assert list(states.values()) == ["InService"]
 
 
-def test_scale_in_without_hooks_terminates_at_once(w: World) -> None:
+def test_scale_in_without_hooks_terminates_at_once(w: Rig) -> None:
     _create_group(w, desired=2)
     instance_ids = list(_states(w))
 
@@ -578,7 +576,7 @@ def test_scale_in_without_hooks_terminates_at_once(w: World) -> None:
 # ------------------------------------------------------------------ events
 
 
-def test_launch_action_sends_aws_shaped_event_to_a_matching_eventbridge_rule(w: World) -> None:
+def test_launch_action_sends_aws_shaped_event_to_a_matching_eventbridge_rule(w: Rig) -> None:
     url = _event_queue(w, "EC2 Instance-launch Lifecycle Action")
 
     _create_group(w, desired=1, hooks=[_hook(NotificationMetadata='{"pool": "data"}')])
@@ -611,7 +609,7 @@ def test_launch_action_sends_aws_shaped_event_to_a_matching_eventbridge_rule(w: 
     assert event["id"] and event["time"].endswith("Z")
 
 
-def test_terminate_action_sends_terminate_event_without_absent_metadata(w: World) -> None:
+def test_terminate_action_sends_terminate_event_without_absent_metadata(w: Rig) -> None:
     url = _event_queue(w, "EC2 Instance-terminate Lifecycle Action")
     _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)])
     instance_id = _only_instance(w)
@@ -632,7 +630,7 @@ def test_terminate_action_sends_terminate_event_without_absent_metadata(w: World
 
 
 def test_dropped_events_are_lost_and_duplicated_events_arrive_twice_with_one_token(
-    w: World,
+    w: Rig,
 ) -> None:
     url = _event_queue(w, "EC2 Instance-launch Lifecycle Action")
     w.fidelity.drop_next(1, LAUNCHING)
@@ -652,13 +650,13 @@ def test_dropped_events_are_lost_and_duplicated_events_arrive_twice_with_one_tok
 # ------------------------------------------------------------------ hooks declared with the group
 
 
-def test_hooks_declared_with_the_group_hold_its_first_instances(w: World) -> None:
+def test_hooks_declared_with_the_group_hold_its_first_instances(w: Rig) -> None:
     _create_group(w, desired=2, hooks=[_hook()])
 
     assert set(_states(w).values()) == {"Pending:Wait"}
 
 
-def test_hook_put_after_creation_holds_only_instances_launched_after_it(w: World) -> None:
+def test_hook_put_after_creation_holds_only_instances_launched_after_it(w: Rig) -> None:
     _create_group(w, desired=2)
     first = set(_states(w))
 
@@ -675,7 +673,7 @@ def test_hook_put_after_creation_holds_only_instances_launched_after_it(w: World
     assert [s for i, s in states.items() if i not in first] == ["Pending:Wait"]
 
 
-def test_deleting_a_hook_abandons_its_outstanding_launch_actions(w: World) -> None:
+def test_deleting_a_hook_abandons_its_outstanding_launch_actions(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
     instance_id = _only_instance(w)
 
@@ -685,7 +683,7 @@ def test_deleting_a_hook_abandons_its_outstanding_launch_actions(w: World) -> No
     assert w.fidelity.pending_actions() == []
 
 
-def test_world_settles_once_every_action_is_done(w: World) -> None:
+def test_the_group_settles_once_every_action_is_done(w: Rig) -> None:
     _create_group(w, desired=1, hooks=[_hook()])
     instance_id = _only_instance(w)
     assert not w.fidelity.settled()
@@ -698,11 +696,11 @@ def test_world_settles_once_every_action_is_done(w: World) -> None:
 # ------------------------------------------------------------------ warm pools
 
 
-def _put_warm_pool(w: World, **config: Any) -> None:
+def _put_warm_pool(w: Rig, **config: Any) -> None:
     w.asg.put_warm_pool(AutoScalingGroupName=w.group, **config)
 
 
-def _warm_instances(w: World) -> list[dict[str, Any]]:
+def _warm_instances(w: Rig) -> list[dict[str, Any]]:
     """The warm pool's instances as DescribeWarmPool shows them, every page."""
     instances: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"AutoScalingGroupName": w.group}
@@ -714,11 +712,11 @@ def _warm_instances(w: World) -> list[dict[str, Any]]:
         kwargs["NextToken"] = page["NextToken"]
 
 
-def _warm_states(w: World) -> dict[str, str]:
+def _warm_states(w: Rig) -> dict[str, str]:
     return {i["InstanceId"]: i["LifecycleState"] for i in _warm_instances(w)}
 
 
-def _lifecycle_queue(w: World) -> str:
+def _lifecycle_queue(w: Rig) -> str:
     """A queue for the group's lifecycle events from now on, launch and terminate alike."""
     _wait_for(lambda: w.fidelity.events_in_flight() == 0)  # earlier events stay out
     url = w.sqs.create_queue(QueueName=w.group)["QueueUrl"]
@@ -743,14 +741,14 @@ def _routes(events: list[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
     }
 
 
-def _complete_all(w: World, instance_ids: list[str], transition: str = LAUNCHING) -> None:
+def _complete_all(w: Rig, instance_ids: list[str], transition: str = LAUNCHING) -> None:
     hook = "attach-eni" if transition == LAUNCHING else "release-eni"
     for instance_id in instance_ids:
         token = _action(w, instance_id, transition)["token"]
         _complete(w, "CONTINUE", hook, LifecycleActionToken=token)
 
 
-def _group_description(w: World) -> dict[str, Any]:
+def _group_description(w: Rig) -> dict[str, Any]:
     groups = w.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[w.group])
     return dict(groups["AutoScalingGroups"][0])
 
@@ -760,7 +758,7 @@ def _group_description(w: World) -> dict[str, Any]:
     [("Stopped", "stopped"), ("Running", "running"), ("Hibernated", "stopped")],
 )
 def test_warm_pool_fills_to_its_size_with_warm_pool_events_and_enters_its_pool_state_on_continue(
-    w: World, pool_state: str, ec2_state: str
+    w: Rig, pool_state: str, ec2_state: str
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook()], max_size=4)
     (in_group,) = _states(w)
@@ -796,7 +794,7 @@ def test_warm_pool_fills_to_its_size_with_warm_pool_events_and_enters_its_pool_s
     ],
 )
 def test_warm_pool_size_is_prepared_capacity_minus_desired_and_at_least_min_size(
-    w: World, config: dict[str, int], size: int
+    w: Rig, config: dict[str, int], size: int
 ) -> None:
     _create_group(w, desired=2, max_size=6)
 
@@ -806,7 +804,7 @@ def test_warm_pool_size_is_prepared_capacity_minus_desired_and_at_least_min_size
     assert len(_states(w)) == 2
 
 
-def test_scale_out_draws_from_the_warm_pool_and_starts_its_stopped_instances(w: World) -> None:
+def test_scale_out_draws_from_the_warm_pool_and_starts_its_stopped_instances(w: Rig) -> None:
     _create_group(w, desired=0, hooks=[_hook()], max_size=2)
     _put_warm_pool(w)
     warm = list(_warm_states(w))
@@ -825,7 +823,7 @@ def test_scale_out_draws_from_the_warm_pool_and_starts_its_stopped_instances(w: 
     assert _states(w) == {started: "InService"}
 
 
-def test_scale_out_beyond_the_warm_pool_launches_the_rest_directly(w: World) -> None:
+def test_scale_out_beyond_the_warm_pool_launches_the_rest_directly(w: Rig) -> None:
     _create_group(w, desired=0, hooks=[_hook()], max_size=4)
     _put_warm_pool(w, MaxGroupPreparedCapacity=1)
     (warm,) = _warm_states(w)
@@ -843,7 +841,7 @@ def test_scale_out_beyond_the_warm_pool_launches_the_rest_directly(w: World) -> 
 
 
 def test_scale_in_with_reuse_returns_the_instance_to_the_warm_pool_where_it_ends_stopped(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)], max_size=1)
     _put_warm_pool(w, InstanceReusePolicy={"ReuseOnScaleIn": True})
@@ -872,7 +870,7 @@ def test_scale_in_with_reuse_returns_the_instance_to_the_warm_pool_where_it_ends
 
 
 def test_scale_in_without_reuse_terminates_the_instance_and_the_warm_pool_refills(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=1, hooks=[_hook("release-eni", TERMINATING)], max_size=1)
     _put_warm_pool(w)
@@ -891,7 +889,7 @@ def test_scale_in_without_reuse_terminates_the_instance_and_the_warm_pool_refill
 
 
 def test_describe_warm_pool_pages_its_instances_which_describe_auto_scaling_instances_lists(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=1, max_size=4)
 
@@ -919,7 +917,7 @@ def test_describe_warm_pool_pages_its_instances_which_describe_auto_scaling_inst
 
 
 def test_abandoning_a_warm_pool_launch_terminates_the_instance_and_refills_after_backoff(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=0, hooks=[_hook()], max_size=1)
     _put_warm_pool(w)
@@ -936,7 +934,7 @@ def test_abandoning_a_warm_pool_launch_terminates_the_instance_and_refills_after
     assert _warm_states(w) == {refill: "Warmed:Pending:Wait"}
 
 
-def test_warm_pool_launch_heartbeat_timeout_applies_the_hooks_default_result(w: World) -> None:
+def test_warm_pool_launch_heartbeat_timeout_applies_the_hooks_default_result(w: Rig) -> None:
     _create_group(w, desired=0, hooks=[_hook(heartbeat=30, default="CONTINUE")], max_size=1)
     _put_warm_pool(w)
     (instance_id,) = _warm_states(w)
@@ -948,7 +946,7 @@ def test_warm_pool_launch_heartbeat_timeout_applies_the_hooks_default_result(w: 
     assert _ec2_state(w, instance_id) == "stopped"
 
 
-def test_lowering_max_size_shrinks_the_warm_pool_newest_first(w: World) -> None:
+def test_lowering_max_size_shrinks_the_warm_pool_newest_first(w: Rig) -> None:
     _create_group(w, desired=0, max_size=3)
     _put_warm_pool(w)
     oldest, *newer = _warm_states(w)
@@ -959,7 +957,7 @@ def test_lowering_max_size_shrinks_the_warm_pool_newest_first(w: World) -> None:
     assert {_ec2_state(w, i) for i in newer} == {"terminated"}
 
 
-def test_force_deleting_the_warm_pool_terminates_its_instances_at_once(w: World) -> None:
+def test_force_deleting_the_warm_pool_terminates_its_instances_at_once(w: Rig) -> None:
     _create_group(w, desired=0, hooks=[_hook("release-eni", TERMINATING)], max_size=2)
     _put_warm_pool(w)
     warm = list(_warm_states(w))
@@ -975,7 +973,7 @@ def test_force_deleting_the_warm_pool_terminates_its_instances_at_once(w: World)
 
 
 def test_deleting_the_warm_pool_is_pending_until_terminate_hooks_let_its_instances_go(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=0, hooks=[_hook("release-eni", TERMINATING)], max_size=1)
     _put_warm_pool(w)
@@ -994,7 +992,7 @@ def test_deleting_the_warm_pool_is_pending_until_terminate_hooks_let_its_instanc
 
 
 def test_scale_out_while_the_warm_pool_initialises_launches_directly_and_trims_the_pool(
-    w: World,
+    w: Rig,
 ) -> None:
     _create_group(w, desired=0, hooks=[_hook()], max_size=2)
     _put_warm_pool(w)
@@ -1010,7 +1008,7 @@ def test_scale_out_while_the_warm_pool_initialises_launches_directly_and_trims_t
     assert {a["instance_id"] for a in w.fidelity.pending_actions()} == {oldest, launched}
 
 
-def test_a_group_with_launch_suspended_launches_nothing_until_resumed(w: World) -> None:
+def test_a_group_with_launch_suspended_launches_nothing_until_resumed(w: Rig) -> None:
     """AWS: with Launch suspended the group cannot scale out, nor replace what it terminates
     (warm pool included); resuming Launch replaces at once what the group lacks."""
     _create_group(w, 1)
@@ -1034,12 +1032,12 @@ def test_a_group_with_launch_suspended_launches_nothing_until_resumed(w: World) 
 # -- instance refresh and the instance maintenance policy --------------------------------------
 
 
-def _refresh(w: World) -> dict[str, Any]:
+def _refresh(w: Rig) -> dict[str, Any]:
     """The group's newest instance refresh, as DescribeInstanceRefreshes lists it."""
     return w.asg.describe_instance_refreshes(AutoScalingGroupName=w.group)["InstanceRefreshes"][0]
 
 
-def _watch_refresh(w: World, timeout: float = 20.0) -> tuple[dict[str, Any], list[dict[str, str]]]:
+def _watch_refresh(w: Rig, timeout: float = 20.0) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Poll the group until its refresh ends; return the refresh and every state seen."""
     seen: list[dict[str, str]] = []
     end = time.monotonic() + timeout
@@ -1057,7 +1055,7 @@ def _serving(states: dict[str, str]) -> int:
 
 
 def test_a_launch_first_refresh_launches_a_batch_before_terminating_within_max_healthy(
-    w: World,
+    w: Rig,
 ) -> None:
     """AWS (instance-refresh-overview): with MaxHealthyPercentage above 100 the refresh
     launches new instances first, up to that share of desired capacity, and terminates old
@@ -1083,7 +1081,7 @@ def test_a_launch_first_refresh_launches_a_batch_before_terminating_within_max_h
     assert {_ec2_state(w, i) for i in old} == {"terminated"}
 
 
-def test_a_terminate_first_refresh_replaces_batches_within_min_healthy(w: World) -> None:
+def test_a_terminate_first_refresh_replaces_batches_within_min_healthy(w: Rig) -> None:
     """AWS: at MaxHealthyPercentage 100 the refresh terminates first, desired minus
     MinHealthyPercentage at a time, and launches the replacements at once."""
     _create_group(w, 6)
@@ -1101,7 +1099,7 @@ def test_a_terminate_first_refresh_replaces_batches_within_min_healthy(w: World)
     assert not set(_states(w)) & old and len(_states(w)) == 6
 
 
-def test_a_refresh_fails_when_its_replacements_keep_being_abandoned(w: World) -> None:
+def test_a_refresh_fails_when_its_replacements_keep_being_abandoned(w: Rig) -> None:
     """AWS (StartInstanceRefresh): a refresh can fail on EC2 launch failures; here its
     replacements' launch hooks ABANDON, the group replaces them, and the refresh fails
     (after three in a row) with a reason, back at desired with its old instances serving."""
@@ -1128,7 +1126,7 @@ def test_a_refresh_fails_when_its_replacements_keep_being_abandoned(w: World) ->
     _wait_for(lambda: set(_states(w)) == old)  # the surge is gone, the old ones serve
 
 
-def test_one_refresh_at_a_time_cancel_and_the_maintenance_policy_in_describe(w: World) -> None:
+def test_one_refresh_at_a_time_cancel_and_the_maintenance_policy_in_describe(w: Rig) -> None:
     """AWS: a second StartInstanceRefresh while one is active fails with
     InstanceRefreshInProgress; CancelInstanceRefresh ends it (ActiveInstanceRefreshNotFound
     with none); the group's InstanceMaintenancePolicy is validated, shown, and the refresh's
@@ -1169,7 +1167,7 @@ def test_one_refresh_at_a_time_cancel_and_the_maintenance_policy_in_describe(w: 
 
 
 def test_a_refresh_replaces_nothing_while_launch_is_suspended_and_goes_on_once_resumed(
-    w: World,
+    w: Rig,
 ) -> None:
     """AWS (how suspended processes affect other processes): with Launch suspended
     "InstanceRefresh does not replace instances"; the paused refresh stays InProgress (the

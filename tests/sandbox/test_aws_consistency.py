@@ -26,7 +26,7 @@ def error_code(call: Callable[[], Any]) -> str:
 
 
 @pytest.fixture
-def world(sandbox: Factory) -> Iterator[Sandbox]:
+def bare(sandbox: Factory) -> Iterator[Sandbox]:
     """A sandbox without the stack: only EC2, Step Functions' engine and the clock."""
     yield sandbox(azs=1, pool_per_az=2, deploy=False, boot_delay=20, visibility_delay=5)
 
@@ -47,8 +47,8 @@ def shown_state(sb: Sandbox, instance_id: str) -> str:
 # ------------------------------------------------------------------ EC2
 
 
-def test_one_ec2_filter_takes_at_most_200_values(world: Sandbox) -> None:
-    ec2 = world.client("ec2")
+def test_one_ec2_filter_takes_at_most_200_values(bare: Sandbox) -> None:
+    ec2 = bare.client("ec2")
     ids = [f"i-{n:017x}" for n in range(201)]
     ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": ids[:200]}])
     too_many = [{"Name": "instance-id", "Values": ids}]
@@ -61,53 +61,53 @@ def test_one_ec2_filter_takes_at_most_200_values(world: Sandbox) -> None:
 def test_describe_instances_may_not_show_an_instance_launched_a_moment_ago(
     sandbox: Factory,
 ) -> None:
-    world = sandbox(azs=1, pool_per_az=1, deploy=False, visibility_delay=200)
-    instance_id = run_instance(world)
-    ec2 = world.client("ec2")
+    bare = sandbox(azs=1, pool_per_az=1, deploy=False, visibility_delay=200)
+    instance_id = run_instance(bare)
+    ec2 = bare.client("ec2")
     # by id: NotFound, though the instance exists (EC2's eventual consistency)
     by_id = lambda: ec2.describe_instances(InstanceIds=[instance_id])  # noqa: E731
     assert error_code(by_id) == "InvalidInstanceID.NotFound"
     # by filter: simply not there yet
     filters = [{"Name": "instance-id", "Values": [instance_id]}]
     assert ec2.describe_instances(Filters=filters)["Reservations"] == []
-    wait_until(lambda: bool(ec2.describe_instances(Filters=filters)["Reservations"]), world, 400)
+    wait_until(lambda: bool(ec2.describe_instances(Filters=filters)["Reservations"]), bare, 400)
     assert ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
 
 
-def test_a_new_instance_is_pending_and_refuses_an_attach_until_it_runs(world: Sandbox) -> None:
-    instance_id = run_instance(world)
-    world.clock.sleep(6)  # visible by now, still starting
-    assert shown_state(world, instance_id) == "pending"
-    ec2 = world.client("ec2")
-    eni = world.world.pool["us-east-1a"][0]
+def test_a_new_instance_is_pending_and_refuses_an_attach_until_it_runs(bare: Sandbox) -> None:
+    instance_id = run_instance(bare)
+    bare.clock.sleep(6)  # visible by now, still starting
+    assert shown_state(bare, instance_id) == "pending"
+    ec2 = bare.client("ec2")
+    eni = bare.world.pool["us-east-1a"][0]
     attach = lambda: ec2.attach_network_interface(  # noqa: E731
         NetworkInterfaceId=eni, InstanceId=instance_id, DeviceIndex=1
     )
     assert error_code(attach) == "IncorrectInstanceState"
-    wait_until(lambda: shown_state(world, instance_id) == "running", world, 30)
+    wait_until(lambda: shown_state(bare, instance_id) == "running", bare, 30)
     attach()
     on = lambda: ec2.describe_network_interfaces(NetworkInterfaceIds=[eni])[  # noqa: E731
         "NetworkInterfaces"
     ][0].get("Attachment", {})
-    wait_until(lambda: on().get("InstanceId") == instance_id, world, 30)
+    wait_until(lambda: on().get("InstanceId") == instance_id, bare, 30)
 
 
-def test_a_stopped_pending_launch_stays_stopped(world: Sandbox) -> None:
-    instance_id = run_instance(world)
-    world.client("ec2").stop_instances(InstanceIds=[instance_id])
-    world.clock.sleep(25)  # past the start-up that would have made it running
-    assert shown_state(world, instance_id) == "stopped"
+def test_a_stopped_pending_launch_stays_stopped(bare: Sandbox) -> None:
+    instance_id = run_instance(bare)
+    bare.client("ec2").stop_instances(InstanceIds=[instance_id])
+    bare.clock.sleep(25)  # past the start-up that would have made it running
+    assert shown_state(bare, instance_id) == "stopped"
 
 
-def test_launch_time_is_aws_time_and_is_set_again_at_every_start(world: Sandbox) -> None:
-    instance_id = run_instance(world)
-    world.clock.sleep(25)
-    ec2 = world.client("ec2")
+def test_launch_time_is_aws_time_and_is_set_again_at_every_start(bare: Sandbox) -> None:
+    instance_id = run_instance(bare)
+    bare.clock.sleep(25)
+    ec2 = bare.client("ec2")
     first = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
     launched = first["Instances"][0]["LaunchTime"]
-    assert abs((launched - world.clock.now()).total_seconds()) < 60
+    assert abs((launched - bare.clock.now()).total_seconds()) < 60
     ec2.stop_instances(InstanceIds=[instance_id])
-    world.clock.sleep(100)
+    bare.clock.sleep(100)
     ec2.start_instances(InstanceIds=[instance_id])
     again = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
     assert again["Instances"][0]["LaunchTime"] - launched >= timedelta(seconds=90)

@@ -30,7 +30,7 @@ SESSION = boto3.session.Session(region_name=REGION)
 
 
 @dataclass
-class World:
+class Rig:
     ec2: Any
     clock: Clock
     image_id: str
@@ -67,7 +67,7 @@ class World:
 
 
 @contextmanager
-def world(*, attach_delay: float = 0.0, release_delay: float = 0.0) -> Iterator[World]:
+def rig(*, attach_delay: float = 0.0, release_delay: float = 0.0) -> Iterator[Rig]:
     clock = Clock(FAST_SCALE)
     try:
         with ExitStack() as stack:
@@ -87,7 +87,7 @@ def world(*, attach_delay: float = 0.0, release_delay: float = 0.0) -> Iterator[
                 for cidr, az in (("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b"))
             ]
             subnet_a, subnet_b = (s["SubnetId"] for s in subnets)
-            yield World(ec2, clock, image_id, subnet_a, subnet_b, fidelity)
+            yield Rig(ec2, clock, image_id, subnet_a, subnet_b, fidelity)
     finally:
         clock.close()
 
@@ -106,7 +106,7 @@ def error_of(call: Callable[[], object]) -> dict[str, str]:
 
 
 def test_concurrent_attaches_of_one_eni_let_exactly_one_instance_win() -> None:
-    with world(attach_delay=2.0) as w:
+    with rig(attach_delay=2.0) as w:
         instances = w.run(16)
         eni_id = w.create_eni()
         barrier = threading.Barrier(len(instances))
@@ -146,7 +146,7 @@ def test_concurrent_attaches_of_one_eni_let_exactly_one_instance_win() -> None:
 def test_attaching_an_in_use_eni_fails_with_invalid_network_interface_in_use(
     attach_delay: float,
 ) -> None:
-    with world(attach_delay=attach_delay) as w:
+    with rig(attach_delay=attach_delay) as w:
         first, second = w.run(2)
         eni_id = w.create_eni()
         w.attach(eni_id, first)
@@ -159,7 +159,7 @@ def test_attaching_an_in_use_eni_fails_with_invalid_network_interface_in_use(
 
 
 def test_attaching_across_availability_zones_fails_with_invalid_parameter_combination() -> None:
-    with world() as w:
+    with rig() as w:
         (instance_id,) = w.run(subnet=w.subnet_a)
         eni_id = w.create_eni(subnet=w.subnet_b)
 
@@ -171,7 +171,7 @@ def test_attaching_across_availability_zones_fails_with_invalid_parameter_combin
 
 
 def test_attaching_at_a_used_device_index_fails_with_invalid_parameter_value() -> None:
-    with world() as w:
+    with rig() as w:
         (instance_id,) = w.run()
         taken, refused = w.create_eni(), w.create_eni()
         w.attach(taken, instance_id, device_index=1)
@@ -187,7 +187,7 @@ def test_attaching_at_a_used_device_index_fails_with_invalid_parameter_value() -
 
 
 def test_attaching_to_a_terminated_instance_fails_with_incorrect_instance_state() -> None:
-    with world() as w:
+    with rig() as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         w.ec2.terminate_instances(InstanceIds=[instance_id])
@@ -202,7 +202,7 @@ def test_attaching_to_a_terminated_instance_fails_with_incorrect_instance_state(
 
 
 def test_attachment_goes_through_attaching_to_attached_after_the_attach_delay() -> None:
-    with world(attach_delay=100.0) as w:
+    with rig(attach_delay=100.0) as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
 
@@ -215,7 +215,7 @@ def test_attachment_goes_through_attaching_to_attached_after_the_attach_delay() 
 
 
 def test_detach_goes_through_detaching_to_available_after_the_attach_delay() -> None:
-    with world(attach_delay=100.0) as w:
+    with rig(attach_delay=100.0) as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         attachment_id = w.attach(eni_id, instance_id)
@@ -230,7 +230,7 @@ def test_detach_goes_through_detaching_to_available_after_the_attach_delay() -> 
 
 
 def test_terminating_an_instance_releases_its_pooled_eni_only_after_the_release_delay() -> None:
-    with world(release_delay=100.0) as w:
+    with rig(release_delay=100.0) as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         w.attach(eni_id, instance_id)
@@ -248,7 +248,7 @@ def test_terminating_an_instance_releases_its_pooled_eni_only_after_the_release_
 
 
 def test_an_eni_detached_before_termination_is_not_left_for_ec2_to_release() -> None:
-    with world() as w:
+    with rig() as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         w.ec2.detach_network_interface(AttachmentId=w.attach(eni_id, instance_id))
@@ -261,7 +261,7 @@ def test_an_eni_detached_before_termination_is_not_left_for_ec2_to_release() -> 
 def test_terminating_a_terminated_instance_again_succeeds_and_changes_nothing() -> None:
     """TerminateInstances is idempotent: a second call succeeds (moto re-deleted the primary
     ENI and failed with InvalidNetworkInterfaceID.NotFound)."""
-    with world() as w:
+    with rig() as w:
         (instance_id,) = w.run()
         w.ec2.terminate_instances(InstanceIds=[instance_id])
 
@@ -273,7 +273,7 @@ def test_terminating_a_terminated_instance_again_succeeds_and_changes_nothing() 
 
 
 def test_terminating_an_instance_deletes_enis_marked_delete_on_termination() -> None:
-    with world(release_delay=100.0) as w:
+    with rig(release_delay=100.0) as w:
         (instance_id,) = w.run()
         primary = w.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0][
             "Instances"
@@ -293,7 +293,7 @@ def test_terminating_an_instance_deletes_enis_marked_delete_on_termination() -> 
 
 
 def test_a_stale_release_never_frees_an_eni_that_was_attached_again() -> None:
-    with world(attach_delay=10.0, release_delay=100.0) as w:
+    with rig(attach_delay=10.0, release_delay=100.0) as w:
         first, second = w.run(2)
         eni_id = w.create_eni()
         attachment_id = w.attach(eni_id, first)
@@ -311,7 +311,7 @@ def test_a_stale_release_never_frees_an_eni_that_was_attached_again() -> None:
 
 
 def test_modified_delete_on_termination_is_kept_and_described() -> None:
-    with world() as w:
+    with rig() as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         attachment_id = w.attach(eni_id, instance_id)
@@ -336,7 +336,7 @@ def test_modified_delete_on_termination_is_kept_and_described() -> None:
 
 
 def test_describe_network_interfaces_pages_filtered_enis_by_max_results_and_next_token() -> None:
-    with world() as w:
+    with rig() as w:
         pooled = {w.create_eni() for _ in range(25)}
         w.ec2.create_network_interface(SubnetId=w.subnet_a)  # untagged: filtered out
         paginator = w.ec2.get_paginator("describe_network_interfaces")
@@ -355,7 +355,7 @@ def test_describe_network_interfaces_pages_filtered_enis_by_max_results_and_next
 
 
 def test_describe_network_interfaces_rejects_max_results_outside_5_to_1000() -> None:
-    with world() as w:
+    with rig() as w:
         # botocore itself refuses MaxResults < 5; switch that off to reach the service.
         raw = SESSION.client("ec2", config=Config(parameter_validation=False))
         for bad in (4, 1001):
@@ -366,7 +366,7 @@ def test_describe_network_interfaces_rejects_max_results_outside_5_to_1000() -> 
 
 
 def test_attachment_status_and_instance_id_filters_select_enis() -> None:
-    with world(attach_delay=600.0) as w:
+    with rig(attach_delay=600.0) as w:
         (instance_id,) = w.run()
         attaching, free = w.create_eni(), w.create_eni()
         w.attach(attaching, instance_id)
@@ -385,7 +385,7 @@ def test_attachment_status_and_instance_id_filters_select_enis() -> None:
 
 
 def test_describe_instances_filters_by_network_interface_mac_address() -> None:
-    with world() as w:
+    with rig() as w:
         holder, _ = w.run(2)
         eni_id = w.create_eni()
         w.attach(eni_id, holder)
@@ -400,7 +400,7 @@ def test_describe_instances_filters_by_network_interface_mac_address() -> None:
 
 
 def test_forced_detach_makes_the_eni_available() -> None:
-    with world(attach_delay=2.0) as w:
+    with rig(attach_delay=2.0) as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         attachment_id = w.attach(eni_id, instance_id)
@@ -413,7 +413,7 @@ def test_forced_detach_makes_the_eni_available() -> None:
 
 def test_a_detach_the_guest_holds_up_stays_detaching_until_it_is_forced() -> None:
     # EC2: a graceful detach needs the instance to let go; Force is the documented last resort
-    with world(attach_delay=2.0) as w:
+    with rig(attach_delay=2.0) as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         attachment_id = w.attach(eni_id, instance_id)
@@ -430,7 +430,7 @@ def test_a_detach_the_guest_holds_up_stays_detaching_until_it_is_forced() -> Non
 
 
 def test_detaching_an_eni_that_is_not_attached_fails_with_invalid_attachment_id_not_found() -> None:
-    with world() as w:
+    with rig() as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         attachment_id = w.attach(eni_id, instance_id)
@@ -447,7 +447,7 @@ def test_deleting_an_eni_in_use_fails_with_invalid_network_interface_in_use(
     attach_delay: float,
 ) -> None:
     """EC2 deletes only a detached ENI: the ENI must be detached first."""
-    with world(attach_delay=attach_delay) as w:
+    with rig(attach_delay=attach_delay) as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         w.attach(eni_id, instance_id)
@@ -459,7 +459,7 @@ def test_deleting_an_eni_in_use_fails_with_invalid_network_interface_in_use(
 
 
 def test_a_detached_eni_can_be_deleted() -> None:
-    with world() as w:
+    with rig() as w:
         (instance_id,) = w.run()
         eni_id = w.create_eni()
         attachment_id = w.attach(eni_id, instance_id)

@@ -58,7 +58,7 @@ VERIFICATION_DOCUMENT = {
 
 
 @dataclass
-class World:
+class Rig:
     ec2: Any
     ssm: Any
     guests: GuestFleet
@@ -171,7 +171,7 @@ SESSION = boto3.Session(region_name=REGION)
 
 
 @pytest.fixture
-def make_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., World]]:
+def make_rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Rig]]:
     """Build a sandbox with the SSM adaptation; keyword arguments go to SsmFidelity."""
     monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # AMIs are not needed here
     with mock_aws(), ExitStack() as stack:
@@ -183,7 +183,7 @@ def make_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., World]
             nic_delay: float = aws_seconds(0.005),
             agent_version: str = DEFAULT_AGENT_VERSION,
             **timing: float,
-        ) -> World:
+        ) -> Rig:
             guests = GuestFleet(clock, flavour=flavour, nic_delay=nic_delay)
             agents = SsmFidelity(clock, guests, agent_version=agent_version, **{**QUICK, **timing})
             agents.install(stack)
@@ -196,7 +196,7 @@ def make_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., World]
             ssm.create_document(
                 Name=DOCUMENT, DocumentType="Command", Content=json.dumps(VERIFICATION_DOCUMENT)
             )
-            return World(ec2, ssm, guests, agents, subnet_id)
+            return Rig(ec2, ssm, guests, agents, subnet_id)
 
         yield build
 
@@ -211,73 +211,73 @@ def error_of(call: Callable[[], object]) -> tuple[str, str]:
 
 
 def test_the_agent_registers_only_agent_delay_after_launch(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(agent_delay=aws_seconds(0.3))
-    [instance_id] = world.launch()
+    rig = make_rig(agent_delay=aws_seconds(0.3))
+    [instance_id] = rig.launch()
 
-    assert world.ping_status(instance_id) is None
-    world.wait_online(instance_id)
+    assert rig.ping_status(instance_id) is None
+    rig.wait_online(instance_id)
 
 
 def test_send_command_before_the_agent_registers_fails_with_invalid_instance_id(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(agent_delay=aws_seconds(0.3))
-    [instance_id] = world.launch()
+    rig = make_rig(agent_delay=aws_seconds(0.3))
+    [instance_id] = rig.launch()
 
-    code, message = error_of(lambda: world.send(instance_id, "02:00:00:00:00:01", "10.0.1.5"))
+    code, message = error_of(lambda: rig.send(instance_id, "02:00:00:00:00:01", "10.0.1.5"))
 
     assert code == "InvalidInstanceId"
     assert message == f"Instances [[{instance_id}]] not in a valid state for account {ACCOUNT_ID}"
 
 
 def test_describe_instance_information_reports_connection_lost_once_the_instance_stops(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    first, second = world.launch(2)
-    world.wait_online(first, second)
+    rig = make_rig()
+    first, second = rig.launch(2)
+    rig.wait_online(first, second)
 
-    world.ec2.stop_instances(InstanceIds=[first])
-    world.ec2.terminate_instances(InstanceIds=[second])
+    rig.ec2.stop_instances(InstanceIds=[first])
+    rig.ec2.terminate_instances(InstanceIds=[second])
 
-    assert world.ping_status(first) == "ConnectionLost"
-    assert world.ping_status(second) == "ConnectionLost"
-    code, _ = error_of(lambda: world.send(second, "02:00:00:00:00:01", "10.0.1.5"))
+    assert rig.ping_status(first) == "ConnectionLost"
+    assert rig.ping_status(second) == "ConnectionLost"
+    code, _ = error_of(lambda: rig.send(second, "02:00:00:00:00:01", "10.0.1.5"))
     assert code == "InvalidInstanceId"
 
 
 def test_a_restarted_instance_is_online_again_after_its_agent_reregisters(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    world.ec2.stop_instances(InstanceIds=[instance_id])
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    rig.ec2.stop_instances(InstanceIds=[instance_id])
 
-    world.ec2.start_instances(InstanceIds=[instance_id])
+    rig.ec2.start_instances(InstanceIds=[instance_id])
 
-    assert world.ping_status(instance_id) == "ConnectionLost"
-    world.wait_online(instance_id)
+    assert rig.ping_status(instance_id) == "ConnectionLost"
+    rig.wait_online(instance_id)
 
 
 def test_describe_instance_information_filters_by_instance_ids_and_ping_status_and_paginates(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    instance_ids = world.launch(7)
-    world.wait_online(*instance_ids)
-    world.ec2.stop_instances(InstanceIds=instance_ids[:1])
+    rig = make_rig()
+    instance_ids = rig.launch(7)
+    rig.wait_online(*instance_ids)
+    rig.ec2.stop_instances(InstanceIds=instance_ids[:1])
 
-    pages = world.ssm.get_paginator("describe_instance_information").paginate(
+    pages = rig.ssm.get_paginator("describe_instance_information").paginate(
         PaginationConfig={"PageSize": 5}
     )
     listed = [info["InstanceId"] for page in pages for info in page["InstanceInformationList"]]
-    online = world.ssm.describe_instance_information(
+    online = rig.ssm.describe_instance_information(
         Filters=[{"Key": "PingStatus", "Values": ["Online"]}]
     )["InstanceInformationList"]
-    chosen = world.ssm.describe_instance_information(
+    chosen = rig.ssm.describe_instance_information(
         InstanceInformationFilterList=[{"key": "InstanceIds", "valueSet": instance_ids[:2]}]
     )["InstanceInformationList"]
 
@@ -288,17 +288,17 @@ def test_describe_instance_information_filters_by_instance_ids_and_ping_status_a
 
 
 def test_an_instance_without_an_agent_never_registers_and_cannot_be_sent_commands(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    world.guests.set_default_faults({"agent_absent"})
-    [silent] = world.launch()
-    world.guests.set_default_faults(())
-    [healthy] = world.launch()
-    world.wait_online(healthy)
+    rig = make_rig()
+    rig.guests.set_default_faults({"agent_absent"})
+    [silent] = rig.launch()
+    rig.guests.set_default_faults(())
+    [healthy] = rig.launch()
+    rig.wait_online(healthy)
 
-    assert world.ping_status(silent) is None
-    code, _ = error_of(lambda: world.send(silent, "02:00:00:00:00:01", "10.0.1.5"))
+    assert rig.ping_status(silent) is None
+    code, _ = error_of(lambda: rig.send(silent, "02:00:00:00:00:01", "10.0.1.5"))
     assert code == "InvalidInstanceId"
 
 
@@ -338,21 +338,21 @@ def test_an_agent_from_3_3_2746_sets_ssm_variables_for_env_var_parameters(versio
 
 
 def test_describe_instance_information_reports_each_instances_agent_version(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    current, downgraded = world.launch(2)
-    world.agents.set_default_agent_version(OLD_AGENT)
-    world.agents.set_agent_version(downgraded, OLD_AGENT)
-    [old_ami] = world.launch()
-    world.wait_online(current, downgraded, old_ami)
+    rig = make_rig()
+    current, downgraded = rig.launch(2)
+    rig.agents.set_default_agent_version(OLD_AGENT)
+    rig.agents.set_agent_version(downgraded, OLD_AGENT)
+    [old_ami] = rig.launch()
+    rig.wait_online(current, downgraded, old_ami)
 
     versions = {
         i: (info["AgentVersion"], info["IsLatestVersion"])
         for i in (current, downgraded, old_ami)
-        if (info := world.information(i))
+        if (info := rig.information(i))
     }
-    filtered = world.ssm.describe_instance_information(
+    filtered = rig.ssm.describe_instance_information(
         Filters=[{"Key": "AgentVersion", "Values": [OLD_AGENT]}]
     )["InstanceInformationList"]
 
@@ -364,49 +364,49 @@ def test_describe_instance_information_reports_each_instances_agent_version(
     assert {info["InstanceId"] for info in filtered} == {downgraded, old_ami}
 
 
-def test_an_agents_version_survives_a_reboot(make_world: Callable[..., World]) -> None:
-    world = make_world(agent_version=OLD_AGENT)
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    world.agents.set_default_agent_version(DEFAULT_AGENT_VERSION)
+def test_an_agents_version_survives_a_reboot(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(agent_version=OLD_AGENT)
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    rig.agents.set_default_agent_version(DEFAULT_AGENT_VERSION)
 
-    world.ec2.stop_instances(InstanceIds=[instance_id])
-    world.ec2.start_instances(InstanceIds=[instance_id])
-    world.wait_online(instance_id)
+    rig.ec2.stop_instances(InstanceIds=[instance_id])
+    rig.ec2.start_instances(InstanceIds=[instance_id])
+    rig.wait_online(instance_id)
 
-    assert world.agents.agent_version(instance_id) == OLD_AGENT
-    assert (world.information(instance_id) or {})["AgentVersion"] == OLD_AGENT
+    assert rig.agents.agent_version(instance_id) == OLD_AGENT
+    assert (rig.information(instance_id) or {})["AgentVersion"] == OLD_AGENT
 
 
-def test_an_unknown_agent_version_is_refused(make_world: Callable[..., World]) -> None:
-    world = make_world()
+def test_an_unknown_agent_version_is_refused(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
 
     with pytest.raises(ValueError, match="not of the form"):
-        world.agents.set_default_agent_version("latest")
+        rig.agents.set_default_agent_version("latest")
 
 
 def test_on_an_old_agent_a_script_without_the_fallback_gets_no_parameters_and_exits_2(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(agent_version=OLD_AGENT)
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
+    rig = make_rig(agent_version=OLD_AGENT)
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
 
-    done = world.finished(world.send(instance_id, eni["mac"], eni["ip"]), instance_id)
+    done = rig.finished(rig.send(instance_id, eni["mac"], eni["ip"]), instance_id)
 
     assert (done["Status"], done["ResponseCode"]) == ("Failed", 2)
     assert done["StandardErrorContent"].startswith("error: invalid MacAddress")
 
 
 def test_on_an_old_agent_the_documented_fallback_lines_carry_the_parameters(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(agent_version=OLD_AGENT)
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    world.guests.set_faults(instance_id, {"nic_down"})
-    eni = world.attach_eni(instance_id)
+    rig = make_rig(agent_version=OLD_AGENT)
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    rig.guests.set_faults(instance_id, {"nic_down"})
+    eni = rig.attach_eni(instance_id)
     fallback = [  # AWS's fallback, as parameter-troubleshooting.html gives it
         f'if [ -z "${{SSM_{name}+x}}" ]; then export SSM_{name}="{{{{{name}}}}}"; fi'
         for name in ("MacAddress", "ExpectedIp", "Remediate")
@@ -414,13 +414,13 @@ def test_on_an_old_agent_the_documented_fallback_lines_carry_the_parameters(
     with_fallback = json.loads(json.dumps(VERIFICATION_DOCUMENT))
     step = with_fallback["mainSteps"][0]["inputs"]
     step["runCommand"] = [*fallback, *step["runCommand"]]
-    world.ssm.create_document(
+    rig.ssm.create_document(
         Name="verify-old-agents", DocumentType="Command", Content=json.dumps(with_fallback)
     )
 
-    command_id = world.send(instance_id, eni["mac"], eni["ip"], "true", "verify-old-agents")
+    command_id = rig.send(instance_id, eni["mac"], eni["ip"], "true", "verify-old-agents")
 
-    done = world.finished(command_id, instance_id)
+    done = rig.finished(command_id, instance_id)
     assert (done["Status"], done["ResponseCode"]) == ("Success", 0)
     report = json.loads(done["StandardOutputContent"])
     assert (report["verdict"], report["remediated"]) == ("VERIFIED", ["link_up"])
@@ -429,18 +429,18 @@ def test_on_an_old_agent_the_documented_fallback_lines_carry_the_parameters(
 # -- SendCommand ------------------------------------------------------------------------------
 
 
-def test_send_command_targets_only_the_given_instances(make_world: Callable[..., World]) -> None:
-    world = make_world()
-    chosen, other = world.launch(2)
-    world.wait_online(chosen, other)
+def test_send_command_targets_only_the_given_instances(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    chosen, other = rig.launch(2)
+    rig.wait_online(chosen, other)
 
-    command = world.ssm.send_command(
+    command = rig.ssm.send_command(
         InstanceIds=[chosen],
         DocumentName="AWS-RunShellScript",
         Parameters={"commands": ["ip -br addr"]},
     )["Command"]
 
-    targeted = world.ssm.send_command(
+    targeted = rig.ssm.send_command(
         Targets=[{"Key": "InstanceIds", "Values": [chosen]}],
         DocumentName="AWS-RunShellScript",
         Parameters={"commands": ["ip -br addr"]},
@@ -448,21 +448,21 @@ def test_send_command_targets_only_the_given_instances(make_world: Callable[...,
 
     assert command["InstanceIds"] == [chosen]
     assert targeted["InstanceIds"] == [chosen]
-    invocations = world.ssm.list_command_invocations(CommandId=command["CommandId"])
+    invocations = rig.ssm.list_command_invocations(CommandId=command["CommandId"])
     assert [i["InstanceId"] for i in invocations["CommandInvocations"]] == [chosen]
-    assert world.invocation(command["CommandId"], other) is None
+    assert rig.invocation(command["CommandId"], other) is None
 
 
 def test_send_command_with_values_breaking_the_documents_constraints_fails_with_invalid_parameters(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
 
     def send(**parameters: list[str]) -> Callable[[], object]:
-        return lambda: world.ssm.send_command(
+        return lambda: rig.ssm.send_command(
             InstanceIds=[instance_id], DocumentName=DOCUMENT, Parameters=parameters
         )
 
@@ -474,86 +474,84 @@ def test_send_command_with_values_breaking_the_documents_constraints_fails_with_
         send(MacAddress=[eni["mac"]], ExpectedIp=[eni["ip"]], commands=["reboot"]),
     ]
     assert [error_of(call)[0] for call in bad_calls] == ["InvalidParameters"] * len(bad_calls)
-    assert world.ssm.list_commands()["Commands"] == []
+    assert rig.ssm.list_commands()["Commands"] == []
 
 
 # -- GetCommandInvocation timing --------------------------------------------------------------
 
 
 def test_get_command_invocation_right_after_send_fails_with_invocation_does_not_exist(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(invocation_lag=aws_seconds(0.3), run_time=aws_seconds(0.6))
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
+    rig = make_rig(invocation_lag=aws_seconds(0.3), run_time=aws_seconds(0.6))
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
 
-    command_id = world.send(instance_id, eni["mac"], eni["ip"])
+    command_id = rig.send(instance_id, eni["mac"], eni["ip"])
 
-    assert world.invocation(command_id, instance_id) is None
-    assert world.ssm.list_command_invocations(CommandId=command_id)["CommandInvocations"] == []
-    running = eventually(lambda: world.invocation(command_id, instance_id))
+    assert rig.invocation(command_id, instance_id) is None
+    assert rig.ssm.list_command_invocations(CommandId=command_id)["CommandInvocations"] == []
+    running = eventually(lambda: rig.invocation(command_id, instance_id))
     assert (running["Status"], running["StatusDetails"]) == ("InProgress", "InProgress")
     assert running["StandardOutputContent"] == ""
-    assert world.ssm.list_commands(CommandId=command_id)["Commands"][0]["Status"] == "InProgress"
-    done = world.finished(command_id, instance_id)
+    assert rig.ssm.list_commands(CommandId=command_id)["Commands"][0]["Status"] == "InProgress"
+    done = rig.finished(command_id, instance_id)
     assert (done["Status"], done["ResponseCode"]) == ("Success", 0)
 
 
 def test_an_invocation_whose_instance_terminates_before_it_runs_is_undeliverable(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(invocation_lag=aws_seconds(0.2), run_time=aws_seconds(0.2))
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
-    command_id = world.send(instance_id, eni["mac"], eni["ip"])
+    rig = make_rig(invocation_lag=aws_seconds(0.2), run_time=aws_seconds(0.2))
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
+    command_id = rig.send(instance_id, eni["mac"], eni["ip"])
 
-    world.ec2.terminate_instances(InstanceIds=[instance_id])
+    rig.ec2.terminate_instances(InstanceIds=[instance_id])
 
-    done = world.finished(command_id, instance_id)
+    done = rig.finished(command_id, instance_id)
     assert (done["Status"], done["StatusDetails"]) == ("Failed", "Undeliverable")
-    assert world.ssm.list_commands(CommandId=command_id)["Commands"][0]["Status"] == "Failed"
+    assert rig.ssm.list_commands(CommandId=command_id)["Commands"][0]["Status"] == "Failed"
 
 
 def test_list_command_invocations_agrees_with_get_command_invocation(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
-    command_id = world.send(instance_id, eni["mac"], eni["ip"])
-    done = world.finished(command_id, instance_id)
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
+    command_id = rig.send(instance_id, eni["mac"], eni["ip"])
+    done = rig.finished(command_id, instance_id)
 
-    listed = world.ssm.list_command_invocations(CommandId=command_id, Details=True)
+    listed = rig.ssm.list_command_invocations(CommandId=command_id, Details=True)
     [row] = listed["CommandInvocations"]
     assert (row["InstanceId"], row["Status"]) == (instance_id, done["Status"])
     assert row["CommandPlugins"][0]["Name"] == done["PluginName"] == "verifyEni"
     assert row["CommandPlugins"][0]["Output"] == done["StandardOutputContent"]
-    [command] = world.ssm.list_commands(CommandId=command_id)["Commands"]
+    [command] = rig.ssm.list_commands(CommandId=command_id)["Commands"]
     assert (command["Status"], command["CompletedCount"]) == ("Success", 1)
 
 
 def test_a_script_that_exits_non_zero_fails_with_its_exit_status_as_response_code(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
     loose = json.loads(json.dumps(VERIFICATION_DOCUMENT))
     del loose["parameters"]["MacAddress"]["allowedPattern"]  # SSM lets a bad MAC through
-    world.ssm.create_document(
-        Name="loose-verify", DocumentType="Command", Content=json.dumps(loose)
-    )
+    rig.ssm.create_document(Name="loose-verify", DocumentType="Command", Content=json.dumps(loose))
 
-    command_id = world.ssm.send_command(
+    command_id = rig.ssm.send_command(
         InstanceIds=[instance_id],
         DocumentName="loose-verify",
         Parameters={"MacAddress": ["eth1"], "ExpectedIp": ["10.0.1.5"]},
     )["Command"]["CommandId"]
 
-    done = world.finished(command_id, instance_id)
+    done = rig.finished(command_id, instance_id)
     assert (done["Status"], done["ResponseCode"]) == ("Failed", 2)
     assert done["StandardOutputContent"] == ""
     assert done["StandardErrorContent"].startswith("error: invalid MacAddress")
@@ -562,13 +560,13 @@ def test_a_script_that_exits_non_zero_fails_with_its_exit_status_as_response_cod
 # -- the verification document against the guest model ---------------------------------------
 
 
-def test_amazon_linux_2_names_the_second_nic_eth1(make_world: Callable[..., World]) -> None:
-    world = make_world(flavour="al2")
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
+def test_amazon_linux_2_names_the_second_nic_eth1(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(flavour="al2")
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
 
-    report = world.verify(instance_id, eni["mac"], eni["ip"])
+    report = rig.verify(instance_id, eni["mac"], eni["ip"])
 
     assert report == {
         "mac": eni["mac"],
@@ -583,41 +581,41 @@ def test_amazon_linux_2_names_the_second_nic_eth1(make_world: Callable[..., Worl
 
 
 def test_amazon_linux_2023_names_the_second_nic_ens6_with_eni_and_device_number_altnames(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(flavour="al2023")
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
+    rig = make_rig(flavour="al2023")
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
 
-    report = world.verify(instance_id, eni["mac"], eni["ip"])
+    report = rig.verify(instance_id, eni["mac"], eni["ip"])
 
     assert (report["name"], report["verdict"]) == ("ens6", "VERIFIED")
     assert report["altnames"] == [eni["id"], "device-number-1"]
 
 
-def test_the_nic_is_found_by_mac_case_insensitively(make_world: Callable[..., World]) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
+def test_the_nic_is_found_by_mac_case_insensitively(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
 
-    report = world.verify(instance_id, eni["mac"].upper(), eni["ip"])
+    report = rig.verify(instance_id, eni["mac"].upper(), eni["ip"])
 
     assert (report["found"], report["verdict"]) == (True, "VERIFIED")
 
 
 def test_with_two_nics_the_one_with_the_given_mac_is_checked(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    first = world.attach_eni(instance_id, device_index=1)
-    second = world.attach_eni(instance_id, device_index=2)
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    first = rig.attach_eni(instance_id, device_index=1)
+    second = rig.attach_eni(instance_id, device_index=2)
 
-    report = world.verify(instance_id, second["mac"], second["ip"])
-    crossed = world.verify(instance_id, second["mac"], first["ip"])
+    report = rig.verify(instance_id, second["mac"], second["ip"])
+    crossed = rig.verify(instance_id, second["mac"], first["ip"])
 
     assert (report["name"], report["ipv4"], report["verdict"]) == (
         "ens7",
@@ -627,31 +625,31 @@ def test_with_two_nics_the_one_with_the_given_mac_is_checked(
     assert crossed["verdict"] == "NO_ADDRESS"
 
 
-def test_a_detached_eni_is_no_longer_found_in_the_guest(make_world: Callable[..., World]) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
-    assert world.verify(instance_id, eni["mac"], eni["ip"])["verdict"] == "VERIFIED"
+def test_a_detached_eni_is_no_longer_found_in_the_guest(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
+    assert rig.verify(instance_id, eni["mac"], eni["ip"])["verdict"] == "VERIFIED"
 
-    world.ec2.detach_network_interface(AttachmentId=eni["attachment"])
+    rig.ec2.detach_network_interface(AttachmentId=eni["attachment"])
 
-    report = world.verify(instance_id, eni["mac"], eni["ip"])
+    report = rig.verify(instance_id, eni["mac"], eni["ip"])
     assert (report["verdict"], report["name"], report["up"]) == ("NOT_FOUND", None, False)
 
 
 def test_a_nic_whose_link_is_down_reports_down_and_remediation_brings_it_up(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    world.guests.set_faults(instance_id, {"nic_down"})
-    eni = world.attach_eni(instance_id)
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    rig.guests.set_faults(instance_id, {"nic_down"})
+    eni = rig.attach_eni(instance_id)
 
-    checked = world.verify(instance_id, eni["mac"], eni["ip"])
-    remediated = world.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
-    rechecked = world.verify(instance_id, eni["mac"], eni["ip"])
+    checked = rig.verify(instance_id, eni["mac"], eni["ip"])
+    remediated = rig.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
+    rechecked = rig.verify(instance_id, eni["mac"], eni["ip"])
 
     assert (checked["verdict"], checked["up"]) == ("DOWN", False)
     assert (remediated["verdict"], remediated["remediated"]) == ("VERIFIED", ["link_up"])
@@ -659,16 +657,16 @@ def test_a_nic_whose_link_is_down_reports_down_and_remediation_brings_it_up(
 
 
 def test_a_nic_without_its_address_reports_no_address_and_remediation_requests_dhcp(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    world.guests.set_faults(instance_id, {"no_address"})
-    eni = world.attach_eni(instance_id)
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    rig.guests.set_faults(instance_id, {"no_address"})
+    eni = rig.attach_eni(instance_id)
 
-    checked = world.verify(instance_id, eni["mac"], eni["ip"])
-    remediated = world.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
+    checked = rig.verify(instance_id, eni["mac"], eni["ip"])
+    remediated = rig.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
 
     assert (checked["verdict"], checked["up"], checked["ipv4"]) == ("NO_ADDRESS", True, [])
     assert (remediated["verdict"], remediated["remediated"]) == ("VERIFIED", ["dhcp"])
@@ -676,29 +674,29 @@ def test_a_nic_without_its_address_reports_no_address_and_remediation_requests_d
 
 
 def test_remediation_cannot_fix_a_wrong_expected_address(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
 
-    report = world.verify(instance_id, eni["mac"], "10.0.1.254", remediate="true")
+    report = rig.verify(instance_id, eni["mac"], "10.0.1.254", remediate="true")
 
     assert (report["verdict"], report["remediated"]) == ("NO_ADDRESS", ["dhcp"])
     assert report["ipv4"] == [eni["ip"]]
 
 
 def test_a_nic_that_never_appears_is_not_found_even_with_remediation(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    world.guests.set_faults(instance_id, {"nic_absent"})
-    eni = world.attach_eni(instance_id)
+    rig = make_rig()
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    rig.guests.set_faults(instance_id, {"nic_absent"})
+    eni = rig.attach_eni(instance_id)
 
-    report = world.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
+    report = rig.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
 
     assert report == {
         "mac": eni["mac"],
@@ -713,15 +711,15 @@ def test_a_nic_that_never_appears_is_not_found_even_with_remediation(
 
 
 def test_ubuntu_leaves_a_hot_plugged_nic_down_and_unaddressed_until_remediated(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(flavour="ubuntu")
-    [instance_id] = world.launch()
-    world.wait_online(instance_id)
-    eni = world.attach_eni(instance_id)
+    rig = make_rig(flavour="ubuntu")
+    [instance_id] = rig.launch()
+    rig.wait_online(instance_id)
+    eni = rig.attach_eni(instance_id)
 
-    checked = world.verify(instance_id, eni["mac"], eni["ip"])
-    remediated = world.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
+    checked = rig.verify(instance_id, eni["mac"], eni["ip"])
+    remediated = rig.verify(instance_id, eni["mac"], eni["ip"], remediate="true")
 
     assert (checked["name"], checked["verdict"], checked["ipv4"]) == ("ens6", "DOWN", [])
     assert remediated["remediated"] == ["link_up", "dhcp"]
@@ -732,14 +730,14 @@ def test_ubuntu_leaves_a_hot_plugged_nic_down_and_unaddressed_until_remediated(
 
 
 def test_a_nic_appears_in_the_guest_os_only_nic_delay_after_attachment(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world(nic_delay=aws_seconds(0.2))
-    [instance_id] = world.launch()
-    eni = world.attach_eni(instance_id)
+    rig = make_rig(nic_delay=aws_seconds(0.2))
+    [instance_id] = rig.launch()
+    eni = rig.attach_eni(instance_id)
 
     def verdict() -> str:
-        _, stdout, _ = world.guests.run_verification(instance_id, eni["mac"], eni["ip"], False)
+        _, stdout, _ = rig.guests.run_verification(instance_id, eni["mac"], eni["ip"], False)
         return str(json.loads(stdout)["verdict"])
 
     assert verdict() == "NOT_FOUND"
@@ -747,15 +745,15 @@ def test_a_nic_appears_in_the_guest_os_only_nic_delay_after_attachment(
 
 
 def test_the_verification_script_exits_2_on_invalid_parameters(
-    make_world: Callable[..., World],
+    make_rig: Callable[..., Rig],
 ) -> None:
-    world = make_world()
-    [instance_id] = world.launch()
+    rig = make_rig()
+    [instance_id] = rig.launch()
 
     results = [
-        world.guests.run_verification(instance_id, "eth1", "10.0.1.5", False),
-        world.guests.run_verification(instance_id, "02:00:00:00:00:01", "10.0.1", False),
-        world.guests.run_verification(instance_id, "02:00:00:00:00:01", "10.0.1.5", "yes"),
+        rig.guests.run_verification(instance_id, "eth1", "10.0.1.5", False),
+        rig.guests.run_verification(instance_id, "02:00:00:00:00:01", "10.0.1", False),
+        rig.guests.run_verification(instance_id, "02:00:00:00:00:01", "10.0.1.5", "yes"),
     ]
 
     assert [(code, stdout) for code, stdout, _ in results] == [(2, "")] * 3

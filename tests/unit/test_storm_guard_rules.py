@@ -27,8 +27,8 @@ SETTINGS = GuardSettings(failures=3, window_minutes=60)
 
 
 @pytest.fixture(scope="module")
-def moto_world() -> Iterator[str]:
-    """One moto world for the module (starting one costs a second): a subnet and a template."""
+def moto_subnet() -> Iterator[str]:
+    """One moto account for the module (starting one costs a second): a subnet and a template."""
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="us-east-1")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -40,7 +40,7 @@ def moto_world() -> Iterator[str]:
 
 
 @pytest.fixture
-def autoscaling(moto_world: str) -> Iterator[Any]:
+def autoscaling(moto_subnet: str) -> Iterator[Any]:
     """A fresh group (no instances) with one tag of the user's own."""
     client = boto3.client("autoscaling", region_name="us-east-1")
     client.create_auto_scaling_group(
@@ -49,7 +49,7 @@ def autoscaling(moto_world: str) -> Iterator[Any]:
         MaxSize=4,
         DesiredCapacity=0,
         LaunchTemplate={"LaunchTemplateName": "workers-lt"},
-        VPCZoneIdentifier=moto_world,
+        VPCZoneIdentifier=moto_subnet,
         Tags=[{"Key": "team", "Value": "licences", "PropagateAtLaunch": True}],
     )
     yield client

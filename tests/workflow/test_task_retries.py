@@ -95,11 +95,11 @@ def _nothing(sb: Sandbox) -> None:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A world in which a run of ``machine`` goes through some of its Tasks, what sets that run
+    """A sandbox in which a run of ``machine`` goes through some of its Tasks, what sets that run
     going, and how the run ends when nothing fails."""
 
     machine: str
-    world: dict[str, Any]  # the Sandbox's arguments
+    sandbox: dict[str, Any]  # the Sandbox's arguments
     start: Callable[[Sandbox], None]
     end: str  # the last state the run enters
     error: str | None = None  # a run that ends FAILED: its named error
@@ -379,7 +379,7 @@ def run_scenario(name: str) -> Run:
     """The scenario's run, with Lambda failing each of its Tasks the first time it is there."""
     scenario = SCENARIOS[name]
     tasks = {n: t for m, n, t in TASKS if m == scenario.machine and REACHED_IN.get((m, n)) == name}
-    with Sandbox(**scenario.world) as sb:
+    with Sandbox(**scenario.sandbox) as sb:
         scenario.prepare(sb)
         earlier = {e["executionArn"] for e in sb.executions(scenario.machine)}
         LambdaFailures(sb, scenario.machine, tasks).plant()

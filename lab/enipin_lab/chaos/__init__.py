@@ -1,7 +1,7 @@
 """``enipin chaos``: seeded sequences of scale events and faults against the deployed stack in
 the sandbox, then the invariants EC2, Auto Scaling and Step Functions must show.
 
-A run's seed fixes its world and its plan. The world (``Shape``): a warm pool under either
+A run's seed fixes its shape and its plan. The shape (``Shape``): a warm pool under either
 ``WarmPoolEni`` policy, a second group drawing on the same pool, hooks whose
 ``NotificationMetadata`` moves the ENI to another device index. The plan: which faults, in which
 order, with which parameters and how long apart (``plan``). Thread timing inside the sandbox is
@@ -12,9 +12,9 @@ One concern a module:
 
 * :mod:`.planning`: what a seed draws, the shape and the plan;
 * :mod:`.observer`: a run's state and its reads of the sandbox through the AWS APIs;
-* :mod:`.faults`: building the shape's world and acting each step's fault;
+* :mod:`.faults`: building the shape and acting each step's fault;
 * :mod:`.invariants`: settling, and the checks after every step and once settled;
-* :mod:`.run`: :class:`ChaosWorld` (faults and invariants together), one run, a batch;
+* :mod:`.run`: :class:`ChaosRun` (faults and invariants together), one run, a batch;
 * :mod:`.results`: a run's result and the batch's report.
 """
 
@@ -49,8 +49,8 @@ from enipin_lab.chaos.planning import (
     plan,
     shape_of,
 )
-from enipin_lab.chaos.results import WORLD_FEATURES, ChaosReport, FaultRow, RunResult, Violation
-from enipin_lab.chaos.run import RELEASE_DELAY, ChaosWorld, run_chaos, run_one
+from enipin_lab.chaos.results import SHAPE_FEATURES, ChaosReport, FaultRow, RunResult, Violation
+from enipin_lab.chaos.run import RELEASE_DELAY, ChaosRun, run_chaos, run_one
 
 __all__ = [
     "AZS",
@@ -76,6 +76,7 @@ __all__ = [
     "SECOND_GROUP_SHARE",
     "SECOND_MAX",
     "SETTLE_TIMEOUT",
+    "SHAPE_FEATURES",
     "STACK_DEVICE_INDEX",
     "STACK_NAME",
     "TARGET_WAIT",
@@ -85,9 +86,8 @@ __all__ = [
     "WARM_MAX_PREPARED",
     "WARM_ONLY",
     "WARM_POOL_SHARE",
-    "WORLD_FEATURES",
     "ChaosReport",
-    "ChaosWorld",
+    "ChaosRun",
     "FaultRow",
     "RunResult",
     "Shape",

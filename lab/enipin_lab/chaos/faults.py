@@ -26,12 +26,12 @@ TARGET_WAIT = 240.0  # AWS seconds a mid-flight fault waits for its moment
 
 
 class _Faults(_Observer):
-    """Builds the shape's world and injects each step's fault."""
+    """Builds the run's shape and injects each step's fault."""
 
     # -- building ----------------------------------------------------------------------------
 
     def build(self) -> None:
-        """The shape's world: a second group beside the sandbox's, the stack deployed for both,
+        """The run's shape: a second group beside the sandbox's, the stack deployed for both,
         the warm pool, the hooks' metadata; then the second group's first instance."""
         sb = self.sb
         groups = [sb.group_name]

@@ -16,7 +16,7 @@ Once the run settles and the reconciler has had its round:
 * ``warm_instance_against_policy``: a warm instance at rest holds one pool ENI under
   ``WarmPoolEni=KEEP`` (or none, if it was never pinned or the run took its ENI by hand: its
   way out pins it), none under ``RELEASE``;
-* ``lifecycle_action_pending``: no action still waits (nor did the world fail to settle);
+* ``lifecycle_action_pending``: no action still waits (nor did the sandbox fail to settle);
 * ``failed_without_named_error``: every FAILED or TIMED_OUT execution ends in an error the
   state machines name (an enipin error or an AWS error a Retry or Catch names), not a crash.
 """
@@ -43,7 +43,7 @@ INVARIANTS = (
     "warm_instance_against_policy",
     "lifecycle_action_pending",
     "failed_without_named_error",
-    "run_crashed",  # the run itself raised: a call the world refused, or a bug here
+    "run_crashed",  # the run itself raised: a call AWS refused, or a bug here
 )
 SETTLE_TIMEOUT = 2400.0
 GENERIC_ERRORS = frozenset({"States.ALL", "States.TaskFailed", "States.Runtime"})
@@ -89,7 +89,7 @@ class _Invariants(_Observer):
             self.flag(
                 "lifecycle_action_pending",
                 None,
-                f"the world did not settle in {SETTLE_TIMEOUT:.0f} s: "
+                f"the sandbox did not settle in {SETTLE_TIMEOUT:.0f} s: "
                 f"{len(pending)} actions pending, {self.sb.running_executions()} runs",
             )
             return False

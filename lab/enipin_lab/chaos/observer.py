@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the sandbox (moto) is imported when a run starts, not with 
 
 
 REGION, STACK_NAME = "us-east-1", "enipin"  # the sandbox's Region and stack
-# The world's own calls retry like an operator's tooling: a throttling burst is for the stack.
+# The run's own calls retry like an operator's tooling: a throttling burst is for the stack.
 OBSERVER = Config(retries={"mode": "standard", "max_attempts": 20})
 
 
@@ -43,7 +43,7 @@ class _Observer:
         self.eni_by_hand: set[str] = set()  # instances whose pool ENI the run took by hand
         self.pool_ids = {e["NetworkInterfaceId"] for e in self.pool()}
 
-    # -- reading the world -------------------------------------------------------------------
+    # -- reading AWS -------------------------------------------------------------------
 
     def groups(self) -> list[str]:
         return [self.sb.group_name] + ([SECOND_GROUP] if self.shape.second_group else [])

@@ -1,4 +1,4 @@
-"""What a run's seed draws: its world's shape (:class:`Shape`, ``shape_of``) and its plan
+"""What a run's seed draws: its shape (:class:`Shape`, ``shape_of``) and its plan
 (:class:`Step` s, ``plan``).
 
 The shape: a warm pool under either ``WarmPoolEni`` policy, a second group drawing on the same
@@ -39,9 +39,9 @@ FAULTS = (
     "broken_connection",
     "terminate_lost_mid_launch",
     "launches_keep_failing",
-    "instance_refresh",  # drawn only in a world without a warm pool (not modelled with one)
-    "warm_pool_resized",  # drawn only in a world with a warm pool
-    "other_group_scales",  # drawn only in a world with a second group
+    "instance_refresh",  # drawn only in a shape without a warm pool (not modelled with one)
+    "warm_pool_resized",  # drawn only in a shape with a warm pool
+    "other_group_scales",  # drawn only in a shape with a second group
 )
 WARM_ONLY, SECOND_GROUP_ONLY = frozenset({"warm_pool_resized"}), frozenset({"other_group_scales"})
 NO_WARM_POOL = frozenset({"instance_refresh"})
@@ -92,7 +92,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Shape:
-    """The world a run plays in, drawn from its seed apart from its plan (``shape_of``)."""
+    """The shape of a run's sandbox, drawn from its seed apart from its plan (``shape_of``)."""
 
     warm_pool: str | None = None  # the WarmPoolEni policy, when the group has a warm pool
     warm_state: str = "Stopped"  # the warm pool's PoolState
@@ -126,20 +126,20 @@ class Shape:
         return dict(PARAMETERS) | ({"WarmPoolEni": self.warm_pool} if self.warm_pool else {})
 
     def faults(self) -> tuple[str, ...]:
-        """The faults a plan may draw in this world."""
+        """The faults a plan may draw in this shape."""
         absent = (NO_WARM_POOL if self.warm_pool else WARM_ONLY) | (
             set() if self.second_group else SECOND_GROUP_ONLY
         )
         return tuple(f for f in FAULTS if f not in absent)
 
 
-# The share of runs whose world has each feature.
+# The share of runs whose shape has each feature.
 WARM_POOL_SHARE, SECOND_GROUP_SHARE, MOVED_INDEX_SHARE = 0.3, 0.25, 0.25
 
 
 def shape_of(seed: int) -> Shape:
-    """The world of run ``seed``, from a generator of its own: the plan's draws stay as they
-    were before worlds had shapes."""
+    """The shape of run ``seed``, from a generator of its own: the plan's draws stay as they
+    were before runs had shapes."""
     rng = random.Random(f"shape-{seed}")
     warm = rng.random() < WARM_POOL_SHARE
     policy, state = rng.choice(("KEEP", "RELEASE")), rng.choice(("Stopped", "Running"))

@@ -1,4 +1,4 @@
-"""A run's result and a batch's report: a row per fault and per world feature, the JSON, and
+"""A run's result and a batch's report: a row per fault and per shape feature, the JSON, and
 the evidence of each violating run."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class RunResult:
     executions: dict[str, int]  # status -> count, both state machines
     wall_seconds: float
     aws_seconds: float
-    # a violating run's record (ChaosWorld.evidence), written beside the report, not in it
+    # a violating run's record (ChaosRun.evidence), written beside the report, not in it
     evidence: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,14 +73,14 @@ class ChaosReport:
         return [(r.seed, v) for r in self.runs for v in r.violations]
 
     def table(self) -> list[FaultRow]:
-        """A row per fault, then a row per world feature (``injected``: runs in such a world)."""
+        """A row per fault, then a row per shape feature (``injected``: runs of such a shape)."""
         rows = []
         for fault in FAULTS:
             hit = [r for r in self.runs if fault in r.injected]
             rows.append(_row(fault, hit, sum(r.injected.count(fault) for r in hit)))
-        for label, has in WORLD_FEATURES:
+        for label, has in SHAPE_FEATURES:
             hit = [r for r in self.runs if has(r.shape)]
-            rows.append(_row(f"world: {label}", hit, len(hit)))
+            rows.append(_row(f"shape: {label}", hit, len(hit)))
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class ChaosReport:
         return written
 
 
-WORLD_FEATURES: tuple[tuple[str, Callable[[Shape], bool]], ...] = (
+SHAPE_FEATURES: tuple[tuple[str, Callable[[Shape], bool]], ...] = (
     ("warm pool KEEP", lambda shape: shape.warm_pool == "KEEP"),
     ("warm pool RELEASE", lambda shape: shape.warm_pool == "RELEASE"),
     ("two groups, one pool", lambda shape: shape.second_group),

@@ -17,7 +17,7 @@ from enipin_lab.chaos.results import ChaosReport, RunResult
 RELEASE_DELAY = 120.0  # AWS seconds EC2 takes to free the ENI of a terminated instance
 
 
-class ChaosWorld(_Faults, _Invariants):
+class ChaosRun(_Faults, _Invariants):
     """One run's view of the sandbox: acting on it as operators and AWS would, and checking
     it through the AWS APIs (plus what Auto Scaling and EC2 record of how things ended).
 
@@ -65,33 +65,33 @@ def run_one(seed: int, guest_mode: str = "model", buckets: bool = True) -> RunRe
         deploy=False,
         buckets=buckets,
     ) as sb:
-        world = ChaosWorld(sb, shape)
-        world.build()
+        chaos = ChaosRun(sb, shape)
+        chaos.build()
         sb.run_schedules()  # the reconciler and the pool metrics on their schedules, as deployed
         step: Step | None = None
         try:
             for step in steps:
-                world.act(step)
-                world.check_always(step.index)
+                chaos.act(step)
+                chaos.check_always(step.index)
                 sb.clock.sleep(step.gap)
             step = None
-            world.converge()
-            world.check_always(None)
-            world.check_converged()
+            chaos.converge()
+            chaos.check_always(None)
+            chaos.check_converged()
         except Exception as exc:  # one broken run must not hide the others' results
             where = None if step is None else step.index
-            world.flag("run_crashed", where, f"{type(exc).__name__}: {exc}")
+            chaos.flag("run_crashed", where, f"{type(exc).__name__}: {exc}")
             # kept in the report: a seed does not fix an interleaving, a replay may not crash
-            world.notes.append(traceback.format_exc(limit=8))
+            chaos.notes.append(traceback.format_exc(limit=8))
         return RunResult(
             seed=seed,
             shape=shape,
             steps=steps,
-            injected=world.injected,
-            notes=world.notes,
-            violations=world.violations,
-            executions=world.execution_statuses(),
+            injected=chaos.injected,
+            notes=chaos.notes,
+            violations=chaos.violations,
+            executions=chaos.execution_statuses(),
             wall_seconds=round(time.monotonic() - started, 1),
             aws_seconds=round(sb.clock.monotonic(), 1),
-            evidence=world.evidence() if world.violations else None,
+            evidence=chaos.evidence() if chaos.violations else None,
         )

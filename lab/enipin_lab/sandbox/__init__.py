@@ -52,7 +52,7 @@ __all__ = ["Sandbox", "SettleTimeout"]
 
 
 class SettleTimeout(TimeoutError):
-    """The world did not come to rest in time: an execution or lifecycle action still runs."""
+    """The sandbox did not come to rest in time: an execution or lifecycle action still runs."""
 
 
 class Sandbox:

@@ -1,4 +1,4 @@
-"""What every fidelity adaptation of moto shares: where the world lives and how it plugs in."""
+"""What every fidelity adaptation of moto shares: where moto's state lives and how it plugs in."""
 
 from __future__ import annotations
 

@@ -7,12 +7,12 @@ a command line tool or the Amazon EC2 console" (EC2 request throttling). Step Fu
 bucket sizes and refill rates per API the same way (Step Functions quotas). Auto Scaling and
 Systems Manager publish none for the APIs enipin calls, so their calls are not limited here.
 
-Every call in the sandbox's process takes from the same buckets (the functions', the world's, an
-operator's), as every caller in an account does. A *neighbour* (``neighbour=F``) stands for the
+Every call in the sandbox's process takes from the same buckets (the functions', its actors',
+an operator's), as every caller in an account does. A *neighbour* (``neighbour=F``) stands for the
 account's other tooling: it holds the fraction F of each bucket's size and of its refill.
 The buckets start full when the sandbox's world and stack are built, so that setting up is not
 throttled; everything after draws on them, but for the sandbox's own looks while it waits for
-the world to settle (``unmetered``): those are a test's eyes, not calls in the account.
+the sandbox to settle (``unmetered``): those are a test's eyes, not calls in the account.
 """
 
 from __future__ import annotations

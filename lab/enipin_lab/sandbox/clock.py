@@ -31,7 +31,7 @@ class _Timer:
 
 
 class Clock:
-    """Scaled time plus a single scheduler thread for delayed world events."""
+    """Scaled time plus a single scheduler thread for delayed sandbox events."""
 
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = scale
@@ -85,7 +85,7 @@ class Clock:
             if not timer.cancelled:
                 try:
                     timer.fn()
-                except Exception:  # a world event must never stop the clock
+                except Exception:  # a scheduled event must never stop the clock
                     import logging
 
                     logging.getLogger(__name__).exception("sandbox timer failed")

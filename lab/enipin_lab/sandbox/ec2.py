@@ -222,7 +222,7 @@ class Ec2Fidelity:
         self._transitional: dict[str, str] = {}
         # ENIs whose guest holds on to them: a graceful detach stays ``detaching`` until forced.
         self._held: set[str] = set()
-        # Pending world events, cancelled when the adaptation is uninstalled.
+        # Pending scheduled events, cancelled when the adaptation is uninstalled.
         self._timers: dict[int, _Handle] = {}
         self._timer_keys = itertools.count()
         # Secondary ENIs still attached when their instance terminated, which EC2 itself then

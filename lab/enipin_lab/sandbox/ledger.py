@@ -98,7 +98,7 @@ _JSON_CODE = re.compile(rb'"__type"\s*:\s*"(?:[^"#]*#)?([^"]+)"')
 
 @contextmanager
 def calls_made_by(name: str | None) -> Iterator[None]:
-    """Attribute the AWS calls of this thread to ``name`` (a Lambda function; None: the world,
+    """Attribute the AWS calls of this thread to ``name`` (a Lambda function; None: the sandbox,
     operators) meanwhile."""
     previous = getattr(_caller, "name", None)
     _caller.name = name
@@ -116,7 +116,9 @@ class Call:
     service: str
     operation: str
     outcome: str  # "ok", the AWS error code, or the connection error's class name
-    caller: str | None  # the Lambda function, or None for the engine, the world and operators
+    caller: (
+        str | None
+    )  # the Lambda function, or None for the engine, the sandbox's actors and operators
     # The request as sent: query parameters (lists of values) or the JSON body; a REST call's
     # path under "__path__".
     params: Params = field(default_factory=dict, compare=False)
@@ -209,7 +211,7 @@ class Ledger:
     def before(
         self, service: str, operation: str, actor: Callable[[dict[str, list[str]]], None]
     ) -> None:
-        """Let another actor act on the world just before the next such call is served (once),
+        """Let another actor act on the sandbox just before the next such call is served (once),
         e.g. a concurrent launch taking the ENI this one is about to attach. ``actor`` gets
         the call's query parameters."""
         with self._lock:
