@@ -116,9 +116,7 @@ class Call:
     service: str
     operation: str
     outcome: str  # "ok", the AWS error code, or the connection error's class name
-    caller: (
-        str | None
-    )  # the Lambda function, or None for the engine, the sandbox's actors and operators
+    caller: str | None  # the Lambda function; None: the engine, the sandbox's actors, operators
     # The request as sent: query parameters (lists of values) or the JSON body; a REST call's
     # path under "__path__".
     params: Params = field(default_factory=dict, compare=False)
