@@ -1,9 +1,11 @@
 """AttachEni: attach the first candidate EC2 grants; a lost race moves to the next one. Then ask
-Auto Scaling whether the instance has begun to leave, and take the ENI straight off if so."""
+Auto Scaling whether the instance has begun to leave, and take the ENI straight off if so; else
+say how long to wait before the instance's SSM Agent can verify it."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -11,10 +13,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import DeviceIndexInUse, InstanceTerminating, LaunchActionEnded
 from enipin_core.lifecycle import lifecycle_state, may_carry_eni, still_holds
-from enipin_core.pool import Eni, Instance, attach_first_free, detach_if_still_on, pool_enis_on
+from enipin_core.pool import (
+    Eni,
+    Instance,
+    attach_first_free,
+    detach_if_still_on,
+    pool_enis_on,
+)
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
-from enipin_core.waiting import Heartbeat, TaskInput
+from enipin_core.waiting import HEARTBEAT_AT, Heartbeat, TaskInput, parse_time
 
 
 @named_aws_errors
@@ -31,7 +39,8 @@ def attach(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
         existing = pool_enis_on(ec2, instance.id, settings.pool_tag_key, settings.pool_tag_value)
         if not existing:
             raise
-        return {**state, "eni": existing[0].to_dict(), "attachedHere": False, "candidates": []}
+        existing_eni = {"eni": existing[0].to_dict(), "attachedHere": False, "candidates": []}
+        return _ready_to_verify(state | existing_eni, instance, settings, task)
     if outcome.races_lost:
         count("RacesLost", outcome.races_lost)
     races = state.get("racesLost", 0) + outcome.races_lost
@@ -41,7 +50,16 @@ def attach(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
         return result
     logger.info("attached", extra={"eni": outcome.eni.id, "racesLost": outcome.races_lost})
     _take_off_if_it_may_not_stay(ec2, autoscaling, instance.id, outcome.eni, settings)
-    return result | {"eni": outcome.eni.to_dict(), "attachedHere": outcome.attached_here}
+    attached = {"eni": outcome.eni.to_dict(), "attachedHere": outcome.attached_here}
+    return _ready_to_verify(result | attached, instance, settings, task)
+
+
+def _ready_to_verify(
+    state: dict[str, Any], instance: Instance, settings: Settings, task: TaskInput
+) -> dict[str, Any]:
+    """How long until the agent typically starts, as of the end of this attach, which may have
+    been slow (throttling, lost races, a starved account)."""
+    return state | {"agentStartsIn": agent_starts_in(instance, settings, task.now)}
 
 
 def _refuse_an_ended_action(
@@ -73,6 +91,16 @@ def _take_off_if_it_may_not_stay(
     released = detach_if_still_on(ec2, eni.id, instance_id, eni.attachment_id)
     logger.info("instance moved on while attaching", extra={"eni": eni.id, "released": released})
     raise InstanceTerminating(f"{instance_id} is {where or 'out of the group'}: ENI taken off")
+
+
+def agent_starts_in(instance: Instance, settings: Settings, now: datetime) -> int:
+    """Whole seconds until the instance's SSM Agent is typically online (0 once it should be),
+    at most until a heartbeat is due again: the wait takes none."""
+    if instance.launched_at is None:
+        return 0
+    expected = parse_time(instance.launched_at) + timedelta(seconds=settings.agent_start_seconds)
+    seconds = math.ceil((expected - now).total_seconds())
+    return max(0, min(seconds, int(settings.heartbeat_timeout * HEARTBEAT_AT)))
 
 
 @task_handler

@@ -16,15 +16,16 @@ from enipin_core.waiting import TaskInput, WaitProgress, after_poll, heartbeat_a
 
 @named_aws_errors
 def check(ssm: Any, task: TaskInput) -> dict[str, Any]:
-    # agentLost: SendCommand refused the instance although the agent had reported Online, so
-    # this look counts as one more poll of the agent wait, whatever it says (that keeps a
-    # refusal that persists bounded by AgentWaitSeconds).
+    # agentLost: SendCommand refused the instance (sent when the agent typically starts, or
+    # although it had reported Online), so this look counts as one more poll of the agent
+    # wait whatever it says: a refusal that persists stays bounded by AgentWaitSeconds.
+    lost = "agentLost" in task.state
     state = {k: v for k, v in task.state.items() if k != "agentLost"}
     settings = Settings.from_dict(state["settings"])
-    online = agent_online(ssm, state["instanceId"]) and "agentLost" not in task.state
+    online = agent_online(ssm, state["instanceId"])
     wait = WaitProgress.from_dict(state.get("agentWait"))
     beat = heartbeat_as_of(task, settings.heartbeat_timeout)
-    if not online:
+    if lost or not online:
         if wait.exhausted(settings.agent_wait_seconds, task.now):
             raise SsmAgentNotOnline(
                 f"SSM agent on {state['instanceId']} not online after {wait.waited(task.now):.0f}s"

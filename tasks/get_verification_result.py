@@ -25,7 +25,7 @@ def judge(ssm: Any, task: TaskInput) -> dict[str, Any]:
         if wait.exhausted(settings.verify_wait_seconds, task.now):
             raise VerificationTimedOut(f"command {verification['commandId']}: {result.detail}")
         wait, beat = after_poll(task, wait, settings.heartbeat_timeout)
-        pending = {"status": "PENDING", "wait": wait.to_dict()}
+        pending = {"status": "PENDING", "wait": wait.to_dict(), "lookIn": settings.poll_seconds}
         return {**state, "verification": verification | pending, "heartbeat": beat}
     state = {**state, "heartbeat": Heartbeat.of(state).to_dict()}
     verdict = (result.report or {}).get("verdict", "NO_REPORT")

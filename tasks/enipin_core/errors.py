@@ -46,6 +46,11 @@ class SsmAgentNotReady(EnipinError):
     Online: SSM has not caught up yet. The workflow goes back to the agent wait."""
 
 
+class HeartbeatDue(EnipinError):
+    """A heartbeat fell due before the verification was sent (a slow attach: throttling, lost
+    races, a starved account). The workflow takes it, then polls the agent and sends."""
+
+
 class VerificationTimedOut(EnipinError):
     """The verification command did not finish within the configured checks."""
 
@@ -90,6 +95,7 @@ ALL_ERRORS: tuple[type[EnipinError], ...] = (
     AttachmentNotReady,
     SsmAgentNotOnline,
     SsmAgentNotReady,
+    HeartbeatDue,
     VerificationTimedOut,
     NicNotVerified,
     InstanceTerminating,

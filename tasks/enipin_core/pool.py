@@ -1,7 +1,8 @@
 """The ENI pool: which pool ENIs are free, which one an instance gets, attach and release.
 
-EC2's own attach is the only lock: candidates are spread per instance so simultaneous
-launches rarely collide, and a lost race simply moves on to the next candidate.
+EC2's own attach is the only lock. Simultaneous launches in one AZ are matched to its free ENIs
+by rank, from one look at the group and one at the pool (``rank_candidates``), so they seldom
+collide; a lost race simply moves on to the next candidate.
 """
 
 from __future__ import annotations
@@ -94,6 +95,20 @@ class Instance:
     vpc_id: str
     state: str
     group_name: str | None
+    launched_at: str | None = None  # ISO 8601; None in a run started before it was kept
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Instance:
+        tags = {t["Key"]: t["Value"] for t in data.get("Tags", [])}
+        launched = data.get("LaunchTime")
+        return cls(
+            id=data["InstanceId"],
+            az=data["Placement"]["AvailabilityZone"],
+            vpc_id=data.get("VpcId", ""),
+            state=data["State"]["Name"],
+            group_name=tags.get("aws:autoscaling:groupName"),
+            launched_at=launched.isoformat() if launched is not None else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """As ``$.instance`` carries it: camelCase."""
@@ -116,14 +131,23 @@ def describe_instance(ec2: Any, instance_id: str) -> Instance:
     data = reservations[0]["Instances"][0] if reservations else None
     if data is None:
         raise InstanceNotFound(f"EC2 does not know instance {instance_id}")
-    tags = {t["Key"]: t["Value"] for t in data.get("Tags", [])}
-    return Instance(
-        id=instance_id,
-        az=data["Placement"]["AvailabilityZone"],
-        vpc_id=data.get("VpcId", ""),
-        state=data["State"]["Name"],
-        group_name=tags.get("aws:autoscaling:groupName"),
-    )
+    return Instance.from_api(data)
+
+
+def group_instances(ec2: Any, group_name: str) -> dict[str, Instance]:
+    """The group's instances EC2 shows pending or running, by id: one filtered describe for a
+    group of up to 1,000 (an instance is tagged with its group as it launches)."""
+    paginator = ec2.get_paginator("describe_instances")
+    filters = [
+        {"Name": "tag:aws:autoscaling:groupName", "Values": [group_name]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]},
+    ]
+    found: dict[str, Instance] = {}
+    for page in paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 1000}):
+        for reservation in page["Reservations"]:
+            for data in reservation["Instances"]:
+                found[data["InstanceId"]] = Instance.from_api(data)
+    return found
 
 
 def _describe_enis(ec2: Any, filters: list[dict[str, Any]]) -> list[Eni]:
@@ -149,6 +173,38 @@ def free_enis(ec2: Any, instance: Instance, tag_key: str, tag_value: str) -> lis
             {"Name": "vpc-id", "Values": [instance.vpc_id]},
         ],
     )
+
+
+def az_pool(ec2: Any, instance: Instance, tag_key: str, tag_value: str) -> list[Eni]:
+    """Every pool ENI the instance could ever take (its AZ and VPC), free or not: one look
+    that shows the free ones and which instances hold the others."""
+    return _describe_enis(
+        ec2,
+        [
+            _tag_filter(tag_key, tag_value),
+            {"Name": "availability-zone", "Values": [instance.az]},
+            {"Name": "vpc-id", "Values": [instance.vpc_id]},
+        ],
+    )
+
+
+def rank_candidates(
+    pool: list[Eni], peers: dict[str, Instance], instance: Instance, limit: int
+) -> list[Eni]:
+    """The free ENIs in the order this instance tries them, matched by rank: the AZ's group
+    instances that hold no pool ENI, oldest launch first, against its free ENIs by id. Runs
+    that look at the same moment agree; an attach that lands between two looks takes its
+    instance and its ENI out of both lists at the same rank, so later looks still agree. Rank
+    k starts at free ENI k (wrapping round when more instances wait than ENIs are free)."""
+    holders = {e.instance_id for e in pool if e.instance_id}
+    waiting = {p.id: p for p in peers.values() if p.az == instance.az and p.id not in holders}
+    waiting[instance.id] = instance
+    order = sorted(waiting.values(), key=lambda p: (p.launched_at or "", p.id))
+    free = sorted((e for e in pool if e.status == "available"), key=lambda e: e.id)
+    if not free:
+        return []
+    rank = next(i for i, p in enumerate(order) if p.id == instance.id) % len(free)
+    return (free[rank:] + free[:rank])[:limit]
 
 
 def pool_enis_on(ec2: Any, instance_id: str, tag_key: str, tag_value: str) -> list[Eni]:
@@ -215,7 +271,7 @@ def attach_first_free(
                 ) from exc
             races_lost += 1
             continue
-        # CheckAttachment reads the attachment back; no second describe here
+        # the guest's verification reads the attachment back: no second describe here
         attached = replace(
             candidate,
             status="in-use",

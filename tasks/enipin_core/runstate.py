@@ -54,14 +54,18 @@ LAUNCH: Mapping[str, str] = {
     "eni": "the pool ENI it gets, ENI (DescribeInstance, AttachEni, CheckAttachment)",
     "attachedHere": "this run attached that ENI, so ReleaseEni takes it back (DescribeInstance, "
     "AttachEni)",
-    "candidates": "free pool ENIs to try, in this instance's order, [ENI] (FindFreeEni; AttachEni "
-    "empties it)",
+    "candidates": "free pool ENIs to try, in this instance's order, [ENI] (DescribeInstance, "
+    "FindFreeEni; AttachEni empties it)",
     "poolWait": "the wait for a free ENI, WAIT (FindFreeEni)",
     "attachWait": "the wait for the attachment, WAIT (CheckAttachment)",
+    "agentStartsIn": "seconds until the SSM Agent is typically online, for WaitForSsmAgentToStart "
+    "(AttachEni)",
     "agentOnline": "the SSM agent is online (CheckSsmAgent)",
     "agentWait": "the wait for the agent, WAIT (CheckSsmAgent)",
     "agentLost": "SendCommand refused the instance, ERROR (SendVerification's and RemediateNic's "
     "Catch; CheckSsmAgent drops it)",
+    "heartbeatDue": "a heartbeat fell due before the verification was sent, ERROR "
+    "(SendVerification's Catch)",
     "verification": "the guest check, VERIFICATION (SendVerification, GetVerificationResult)",
     "released": "ReleaseEni detached the ENI (ReleaseEni)",
     "releaseError": "ReleaseEni's own failure, ERROR, keeping the error that sent the run there "
@@ -118,6 +122,7 @@ SETTINGS = frozenset(  # enipin_core.settings.Settings
         "detachGraceSeconds",
         "detachWaitSeconds",
         "warmPoolKeepsEni",
+        "agentStartSeconds",
     }
 )
 ENI = frozenset(  # enipin_core.pool.Eni
@@ -134,12 +139,24 @@ ENI = frozenset(  # enipin_core.pool.Eni
         "deviceIndex",
     }
 )
-INSTANCE = frozenset({"id", "az", "vpcId", "state", "groupName"})  # enipin_core.pool.Instance
+INSTANCE = frozenset(
+    {"id", "az", "vpcId", "state", "groupName", "launchedAt"}
+)  # enipin_core.pool.Instance
 LIFECYCLE = frozenset({"instanceId", "groupName", "hookName", "transition", "token"})
 WAIT = frozenset({"started", "polls"})  # enipin_core.waiting.WaitProgress
 HEARTBEAT = frozenset({"at", "due"})  # enipin_core.waiting.Heartbeat
 VERIFICATION = frozenset(  # SendVerification, then GetVerificationResult
-    {"commandId", "remediate", "rounds", "status", "verdict", "report", "needsRemediation", "wait"}
+    {
+        "commandId",
+        "remediate",
+        "rounds",
+        "lookIn",
+        "status",
+        "verdict",
+        "report",
+        "needsRemediation",
+        "wait",
+    }
 )
 # The guest's report, as the verification document prints it (infra/template.yaml).
 GUEST_REPORT = frozenset(
@@ -182,12 +199,15 @@ NESTED: Mapping[str, frozenset[str]] = {
     "verification.report": GUEST_REPORT,
     "error": ERROR,
     "agentLost": ERROR,
+    "heartbeatDue": ERROR,
     "releaseError": ERROR,
     "guardError": ERROR,
     "stormGuard": STORM_GUARD,
 }
 # Dicts whose keys are not ours to name: AWS's event, Step Functions' errors.
-FOREIGN_NAMES = frozenset({"detail", "error", "agentLost", "releaseError", "guardError"})
+FOREIGN_NAMES = frozenset(
+    {"detail", "error", "agentLost", "heartbeatDue", "releaseError", "guardError"}
+)
 
 # -- dataclasses in and out of the state ---------------------------------------------------
 

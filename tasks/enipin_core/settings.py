@@ -44,6 +44,9 @@ class Settings:
     detach_grace_seconds: int
     detach_wait_seconds: int
     warm_pool_keeps_eni: bool
+    # From launch to the SSM Agent online, typically: the first verification is sent then
+    # (earlier is refused and polled; later only adds latency). Default for older runs' state.
+    agent_start_seconds: int = 25
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +67,7 @@ class Settings:
             detach_grace_seconds=_env_int("DETACH_GRACE_SECONDS", 30),
             detach_wait_seconds=_env_int("DETACH_WAIT_SECONDS", 120),
             warm_pool_keeps_eni=os.environ.get("WARM_POOL_ENI", "RELEASE") == "KEEP",
+            agent_start_seconds=_env_int("AGENT_START_SECONDS", 25),
         )
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:

@@ -19,6 +19,9 @@ _FINAL_STATUSES = frozenset({"Success", "Failed", "Cancelled", "TimedOut"})
 SCRIPT_SECONDS = 60
 # SendCommand's TimeoutSeconds (how long SSM waits for the agent to start it) may not be less.
 _MIN_DELIVERY_SECONDS = 30
+# The first look at a command's result: SSM hands it to an online agent in about a second and
+# the check runs in one or two. Later looks come every PollSeconds.
+FIRST_LOOK_SECONDS = 3
 
 
 def delivery_seconds(verify_wait_seconds: int) -> int:

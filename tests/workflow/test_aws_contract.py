@@ -62,7 +62,7 @@ def test_a_launch_waits_while_ec2_shows_the_instance_pending_then_pins(sandbox: 
     _, run = pinned_by_one_run(sb)
     path = path_of(sb, run["executionArn"])
     assert path.count("WaitForInstance") >= 5
-    assert path.index("FindFreeEni") > max(i for i, s in enumerate(path) if s == "WaitForInstance")
+    assert path.index("AttachEni") > max(i for i, s in enumerate(path) if s == "WaitForInstance")
     assert sb.ledger.by_operation(outcome="IncorrectInstanceState") == {}
     assert ended_by_completion(sb) == [("CompleteLifecycleAction", "CONTINUE")]
 
@@ -90,7 +90,7 @@ def test_an_instance_ec2_never_shows_fails_named_after_the_window(sandbox: Facto
     assert sb.ledger.by_operation(outcome="ok").get("ec2.AttachNetworkInterface", 0) == 0
 
 
-def test_a_describe_that_lags_the_attach_is_waited_out_not_abandoned(sandbox: Factory) -> None:
+def test_a_describe_that_lags_the_attach_does_not_stop_the_pin(sandbox: Factory) -> None:
     # GIVEN DescribeNetworkInterfaces showing an ENI free for 20 s after its attach
     sb = sandbox(azs=1, pool_per_az=1, describe_lag=20)
     sb.scale_out(1)
@@ -98,7 +98,9 @@ def test_a_describe_that_lags_the_attach_is_waited_out_not_abandoned(sandbox: Fa
     instance_id, run = pinned_by_one_run(sb)
     eni = assert_pinned(sb, instance_id)
     assert json.loads(run["output"])["eniId"] == eni["NetworkInterfaceId"]
-    assert path_of(sb, run["executionArn"]).count("CheckAttachment") >= 3
+    # THEN no describe read the attachment back (the guest's check found the MAC): the lag
+    # had nothing to mislead
+    assert "CheckAttachment" not in path_of(sb, run["executionArn"])
 
 
 def test_a_late_launch_event_is_pinned_and_a_scheduled_round_leaves_it_alone(
@@ -294,17 +296,21 @@ def test_a_reconciler_round_over_250_instances_keeps_each_filter_within_200_valu
 def test_an_agent_ssm_does_not_know_yet_reads_as_not_online_not_as_a_failure(
     sandbox: Factory,
 ) -> None:
-    # GIVEN DescribeInstanceInformation refusing the instance id twice (not registered yet)
-    sb = sandbox(azs=1, pool_per_az=1)
+    # GIVEN an agent that comes online 20 s after AgentStartSeconds, and
+    # DescribeInstanceInformation refusing the instance id twice (not registered yet)
+    sb = sandbox(azs=1, pool_per_az=1, agent_delay=40)
     sb.ledger.fault(
         "ssm", "DescribeInstanceInformation", "client_error", code="InvalidInstanceId", times=2
     )
     sb.scale_out(1)
     sb.settle()
+    # THEN the command sent when agents typically start is refused, the agent is polled (its
+    # refusals read as not online), and the instance is pinned
     _, run = pinned_by_one_run(sb)
-    assert history_errors(sb, run["executionArn"]) == []
+    assert history_errors(sb, run["executionArn"]) == ["SsmAgentNotReady"]
     assert sb.ledger.by_operation(outcome="InvalidInstanceId") == {
-        "ssm.DescribeInstanceInformation": 2
+        "ssm.SendCommand": 1,
+        "ssm.DescribeInstanceInformation": 2,
     }
 
 
@@ -325,6 +331,7 @@ def test_a_rival_attach_a_describe_still_hides_is_a_lost_race_not_a_device_index
     sb.ledger.before("ec2", "AttachNetworkInterface", rival_takes_it)
     sb.scale_out(1)
     sb.settle()
+    sb.clock.sleep(60)  # the pin takes under a minute: let the describes this test reads catch up
     _, run = pinned_by_one_run(sb)
     assert json.loads(run["output"])["attempts"]["racesLost"] == 1
     assert "DeviceIndexInUse" not in history_errors(sb, run["executionArn"])

@@ -114,11 +114,11 @@ def _put_warm_pool_reused_on_scale_in(sb: Sandbox) -> None:
 
 
 def _at_the_look_for_free_enis(sb: Sandbox, act: Callable[[], None]) -> None:
-    """Run ``act`` once, as FindFreeEni's describe of free ENIs is about to go out (other
-    describes pass by)."""
+    """Run ``act`` once, as the look for free ENIs (the AZ's pool, described by DescribeInstance
+    or FindFreeEni) is about to go out (other describes pass by)."""
 
     def actor(params: dict[str, list[str]]) -> None:
-        if "available" not in str(params):  # not FindFreeEni's describe: wait for that one
+        if "availability-zone" not in str(params):  # not the pool's look: wait for that one
             sb.ledger.before("ec2", "DescribeNetworkInterfaces", actor)
             return
         act()
@@ -640,7 +640,7 @@ def test_a_run_that_only_progresses_slowly_still_heartbeats_its_action(
     assert not timed_out(sb), endings(sb, instance_id)
     assert endings(sb, instance_id) == [("LAUNCHING", "CompleteLifecycleAction", "CONTINUE")]
     (launch,) = sb.executions()
-    assert "HeartbeatWhileAttaching" in path_of(sb, launch["executionArn"])
+    assert "HeartbeatWhileAgentStarts" in path_of(sb, launch["executionArn"])
 
 
 def test_a_launch_whose_action_a_scale_in_ended_attaches_nothing(sandbox: Factory) -> None:

@@ -63,41 +63,67 @@ def test_launch_pins_a_verified_eni_and_continues(sandbox: Factory, flavour: str
         "attempts": {"racesLost": 0, "verificationRounds": 1},
     }
     path = path_of(sb, run["executionArn"])
-    assert path[:4] == ["ValidateEvent", "IsLaunchToPin?", "DescribeInstance", "IsInstanceRunning?"]
-    # EC2 shows a new instance pending (or not at all) for a few seconds: nothing is attached
-    # before it runs
-    found = path.index("FindFreeEni")
-    assert set(path[4:found]) <= {"WaitForInstance", "DescribeInstance", "IsInstanceRunning?"}
-    head = path[found : found + 7]
-    loops, tail = path[found + 7 : -7], path[-7:]
-    assert head == [
-        "FindFreeEni",
-        "IsEniFree?",
+    # EC2 shows a new instance pending (or not at all) for a few seconds: the first look waits
+    # a poll, and nothing is attached before the instance runs
+    assert path[:4] == [
+        "ValidateEvent",
+        "IsLaunchToPin?",
+        "WaitForInstanceToStart",
+        "DescribeInstance",
+    ]
+    attach = path.index("AttachEni")
+    assert set(path[3:attach]) <= {"WaitForInstance", "DescribeInstance", "IsInstanceRunning?"}
+    # the look at the instance ranked the candidates; the agent's start is waited for once, and
+    # the attachment is read back in the guest, not by a describe
+    assert path[attach:] == [
         "AttachEni",
         "IsEniAttached?",
-        "WaitForAttachment",  # attaching takes seconds: no look before the first wait
-        "CheckAttachment",
-        "IsAttachmentReady?",
-    ]
-    # between attach and verification only the bounded attachment and agent loops may run
-    assert loops[-2:] == ["CheckSsmAgent", "IsSsmAgentOnline?"]
-    assert set(loops) <= {
-        "WaitForAttachment",
-        "CheckAttachment",
-        "IsAttachmentReady?",
-        "WaitForSsmAgent",
-        "CheckSsmAgent",
-        "IsSsmAgentOnline?",
-    }
-    assert tail == [
+        "WaitForSsmAgentToStart",
         "SendVerification",
         "WaitForVerification",
         "GetVerificationResult",
         "IsNicVerified?",
-        "HasLifecycleAction?",
         "CompleteLaunch",
         "LaunchPinned",
     ]
+
+
+# What one launch costs in AWS calls, each read once: the dispatcher's start; one look at the
+# group and one at the AZ's pool (the ENI it already holds, or its ranked candidates); the
+# heartbeat that says its action still waits, the attach, and Auto Scaling's word that the
+# instance is not leaving; the command and its result; the CONTINUE. No describe reads the
+# attachment back: the guest's check does.
+ONE_LAUNCH = Counter(
+    {
+        ("sfn", "StartExecution"): 1,
+        ("ec2", "DescribeInstances"): 1,
+        ("ec2", "DescribeNetworkInterfaces"): 1,
+        ("auto-scaling", "RecordLifecycleActionHeartbeat"): 1,
+        ("ec2", "AttachNetworkInterface"): 1,
+        ("auto-scaling", "DescribeAutoScalingInstances"): 1,
+        ("ssm", "SendCommand"): 1,
+        ("ssm", "GetCommandInvocation"): 1,
+        ("auto-scaling", "CompleteLifecycleAction"): 1,
+    }
+)
+SCHEDULED = ("Reconcile", "PoolMetrics")  # functions on schedules, not the launch's
+
+
+def test_a_launch_spends_nine_aws_calls_one_of_each(sandbox: Factory) -> None:
+    # GIVEN a group over one AZ, the launch hooks' schedules quiet
+    sb = sandbox(azs=1, pool_per_az=2)
+    # WHEN it launches one instance
+    sb.scale_out(1)
+    sb.settle()
+    (instance_id,) = in_service(sb)
+    assert_pinned(sb, instance_id)
+    # THEN the launch's functions made nine calls, one of each
+    calls = Counter(
+        (c.service, c.operation)
+        for c in sb.ledger.calls
+        if c.caller is not None and not any(name in c.caller for name in SCHEDULED)
+    )
+    assert calls == ONE_LAUNCH
 
 
 def test_thirty_simultaneous_launches_over_three_azs_pin_thirty_enis(sandbox: Factory) -> None:
@@ -113,8 +139,10 @@ def test_thirty_simultaneous_launches_over_three_azs_pin_thirty_enis(sandbox: Fa
     assert_no_eni_doubled(sb)
     statuses = Counter(e["status"] for e in sb.executions())
     assert statuses == {"SUCCEEDED": 30}
-    # every ENI refused to one launch was a race another launch won: all 30 are in use
-    assert sb.ledger.by_operation(outcome="ok")["ec2.AttachNetworkInterface"] == 30
+    # matched by rank from one look at the group and one at the pool, no launch tried an ENI
+    # another had taken: thirty attaches, each granted
+    attaches = sb.ledger.by_operation()["ec2.AttachNetworkInterface"]
+    assert attaches == sb.ledger.by_operation(outcome="ok")["ec2.AttachNetworkInterface"] == 30
 
 
 def test_exhausted_pool_waits_then_abandons_without_touching_an_eni(sandbox: Factory) -> None:
