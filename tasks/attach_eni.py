@@ -5,6 +5,7 @@ say how long to wait before the instance's SSM Agent can verify it."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from enipin_core.pool import (
     Instance,
     attach_first_free,
     detach_if_still_on,
+    eni_at,
     pool_enis_on,
 )
 from enipin_core.settings import Settings
@@ -46,12 +48,30 @@ def attach(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
     races = state.get("racesLost", 0) + outcome.races_lost
     result = {**state, "racesLost": races, "candidates": []}
     if outcome.eni is None:
+        mine = _taken_by_this_instance(ec2, instance, candidates, settings.device_index)
+        if mine is not None:
+            # a duplicate run attached it here as this one looked, and the look still showed
+            # it free (a describe lags an attach): it is this instance's ENI, not a lost race
+            logger.info("a candidate is already on this instance", extra={"eni": mine.id})
+            adopted = {"eni": mine.to_dict(), "attachedHere": False}
+            return _ready_to_verify(result | adopted, instance, settings, task)
         logger.info("every candidate was taken", extra={"racesLost": outcome.races_lost})
         return result
     logger.info("attached", extra={"eni": outcome.eni.id, "racesLost": outcome.races_lost})
     _take_off_if_it_may_not_stay(ec2, autoscaling, instance.id, outcome.eni, settings)
     attached = {"eni": outcome.eni.to_dict(), "attachedHere": outcome.attached_here}
     return _ready_to_verify(result | attached, instance, settings, task)
+
+
+def _taken_by_this_instance(
+    ec2: Any, instance: Instance, candidates: list[Eni], device_index: int
+) -> Eni | None:
+    """The candidate the instance itself shows at the device index, if one is."""
+    held = eni_at(ec2, instance.id, device_index)
+    found = next((c for c in candidates if c.id == held), None)
+    if found is None:
+        return None
+    return replace(found, status="in-use", instance_id=instance.id, device_index=device_index)
 
 
 def _ready_to_verify(

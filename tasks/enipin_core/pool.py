@@ -299,9 +299,21 @@ def _not_attachable(ec2: Any, instance_id: str, exc: ClientError) -> EnipinError
 
 def _index_taken(ec2: Any, instance_id: str, device_index: int) -> bool:
     """Does the instance already have an interface at ``device_index``?"""
+    return eni_at(ec2, instance_id, device_index) is not None
+
+
+def eni_at(ec2: Any, instance_id: str, device_index: int) -> str | None:
+    """The ENI at ``device_index`` of the instance, as the instance itself shows it."""
     reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     interfaces = reservations[0]["Instances"][0].get("NetworkInterfaces", [])
-    return any((i.get("Attachment") or {}).get("DeviceIndex") == device_index for i in interfaces)
+    return next(
+        (
+            str(i["NetworkInterfaceId"])
+            for i in interfaces
+            if (i.get("Attachment") or {}).get("DeviceIndex") == device_index
+        ),
+        None,
+    )
 
 
 def detach_if_still_on(ec2: Any, eni_id: str, instance_id: str, attachment_id: str | None) -> bool:

@@ -643,6 +643,40 @@ def test_a_run_that_only_progresses_slowly_still_heartbeats_its_action(
     assert "HeartbeatWhileAgentStarts" in path_of(sb, launch["executionArn"])
 
 
+def test_an_eni_put_on_the_instance_as_its_run_looks_is_adopted_not_fought_for(
+    sandbox: Factory,
+) -> None:
+    # GIVEN a launch whose AZ has one free ENI, and a duplicate of its run (a second delivery
+    # of its event) that attaches that ENI to the instance just before this run's look at the
+    # pool, which still shows it free (a describe lags an attach by a second)
+    sb = sandbox(azs=1, pool_per_az=1)
+    ec2 = sb.client("ec2")
+    attached: list[str] = []
+
+    def duplicate_attaches() -> None:
+        (instance_id,) = group_instances(sb)
+        (eni_id,) = sb.world.pool["us-east-1a"]
+        ec2.attach_network_interface(
+            NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1
+        )
+        attached.append(eni_id)
+
+    _at_the_look_for_free_enis(sb, duplicate_attaches)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the run's attach is refused (in use), the instance shows that ENI as its own, and
+    # the run verifies and CONTINUEs with it, instead of waiting for a free ENI that never
+    # comes and giving the launch up
+    assert attached
+    (instance_id,) = in_service(sb)
+    assert [e["NetworkInterfaceId"] for e in pool_enis_on(sb, instance_id)] == attached
+    (launch,) = sb.executions()
+    assert launch["status"] == "SUCCEEDED"
+    assert "FindFreeEni" not in path_of(sb, launch["executionArn"])
+    assert endings(sb, instance_id) == [("LAUNCHING", "CompleteLifecycleAction", "CONTINUE")]
+    assert not timed_out(sb)
+
+
 def test_a_launch_whose_action_a_scale_in_ended_attaches_nothing(sandbox: Factory) -> None:
     # GIVEN a launch run looking for a free ENI (chaos seeds 36, 80, 295, 306, 366, 368, 381:
     # its attach then landed between the terminate run's last look and its CONTINUE)
