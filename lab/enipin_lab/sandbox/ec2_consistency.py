@@ -108,8 +108,8 @@ class Ec2Consistency:
             instance.launch_time = launched
 
     def _visible(self, instance: Instance) -> bool:
-        with self._lock:
-            launched = self._launched.get(instance)
+        # no lock: a dict read is atomic, and a describe asks this of every instance it shows
+        launched = self._launched.get(instance)
         return launched is None or self._clock.monotonic() - launched >= self.visibility_delay
 
     def _describe(
