@@ -1,8 +1,8 @@
 """DescribeInstance: where the instance runs, whether it already carries a pool ENI, and else
 which free pool ENIs it tries, in its rank's order (``rank_candidates``).
 
-One look at the group (its instances pending or running) and, once the instance runs, one at
-its AZ's pool answer all three: the attach needs no look of its own.
+Once the instance runs, one look at the AZ's pool and one at the group's launching instances
+answer the last two: the attach needs no look of its own.
 
 Its hook fires as the group launches it, while EC2 may still show it ``pending`` or, for a
 moment, not at all (EC2's API is eventually consistent: a NotFound right after launch does not
@@ -20,8 +20,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import InstanceNotFound, InstanceNotRunning
-from enipin_core.lifecycle import is_leaving, is_waiting, lifecycle_state
-from enipin_core.pool import Instance, az_pool, describe_instance, group_instances, rank_candidates
+from enipin_core.lifecycle import is_leaving, is_waiting, launching_in, lifecycle_state
+from enipin_core.pool import (
+    Eni,
+    Instance,
+    az_pool,
+    describe_instance,
+    order_candidates,
+    rank_candidates,
+)
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
 from enipin_core.waiting import TaskInput, WaitProgress, after_poll
@@ -40,12 +47,8 @@ def inspect(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
         if "nothingToDo" in state:
             return state | {"instanceRunning": False}
     wait = WaitProgress.from_dict(state.get("instanceWait"))
-    group = (state.get("lifecycle") or {}).get("groupName")
-    peers = group_instances(ec2, group) if group else {}
     try:
-        instance: Instance | None = peers.get(state["instanceId"]) or describe_instance(
-            ec2, state["instanceId"]
-        )
+        instance: Instance | None = describe_instance(ec2, state["instanceId"])
     except InstanceNotFound:
         if wait.exhausted(min(NOT_FOUND_WINDOW, settings.instance_wait_seconds), task.now):
             raise
@@ -74,8 +77,25 @@ def inspect(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
         eni = next((e for e in existing if e.device_index == settings.device_index), existing[0])
         logger.info("instance already carries a pool ENI", extra={"eni": eni.id})
         return result | {"eni": eni.to_dict(), "attachedHere": False}
-    candidates = rank_candidates(pool, peers, instance, settings.max_attach_candidates)
-    return result | {"candidates": [c.to_dict() for c in candidates]}
+    return result | {
+        "candidates": [
+            c.to_dict() for c in _candidates(autoscaling, state, instance, pool, settings)
+        ]
+    }
+
+
+def _candidates(
+    autoscaling: Any, state: dict[str, Any], instance: Instance, pool: list[Eni], settings: Settings
+) -> list[Eni]:
+    """Ranked against the AZ's other launches of the group; a repair, which has no group event,
+    shuffles per instance instead."""
+    group = (state.get("lifecycle") or {}).get("groupName")
+    limit = settings.max_attach_candidates
+    if not group:
+        free = [e for e in pool if e.status == "available"]
+        return order_candidates(free, instance.id, limit)
+    launching = launching_in(autoscaling, group, instance.az, settings.warm_pool_keeps_eni)
+    return rank_candidates(pool, launching, instance.id, limit)
 
 
 def _replay_scope(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:

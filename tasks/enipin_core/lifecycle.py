@@ -44,6 +44,29 @@ def record_heartbeat(autoscaling: Any, action: dict[str, Any]) -> str:
     return _on_action(autoscaling.record_lifecycle_action_heartbeat, action)
 
 
+# Where an instance waits on its way to an ENI: launching into service, or into a warm pool that
+# keeps ENIs.
+LAUNCHING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed"})
+WARM_LAUNCHING_STATES = frozenset(
+    {"Warmed:Pending", "Warmed:Pending:Wait", "Warmed:Pending:Proceed"}
+)
+
+
+def launching_in(
+    autoscaling: Any, group_name: str, az: str, warm_pool_keeps_eni: bool
+) -> list[str]:
+    """The group's instances in ``az`` that are on their way to a pool ENI, by Auto Scaling's
+    one compact answer for the group (its warm pool's instances are not in it)."""
+    states = LAUNCHING_STATES | (WARM_LAUNCHING_STATES if warm_pool_keeps_eni else frozenset())
+    groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])
+    return [
+        i["InstanceId"]
+        for g in groups["AutoScalingGroups"]
+        for i in g.get("Instances", [])
+        if i.get("AvailabilityZone") == az and i.get("LifecycleState") in states
+    ]
+
+
 def lifecycle_state(autoscaling: Any, instance_id: str) -> str | None:
     """Where Auto Scaling has the instance (``Pending:Wait``, ``InService``, …); None once it
     has left the group."""

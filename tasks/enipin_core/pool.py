@@ -1,8 +1,8 @@
 """The ENI pool: which pool ENIs are free, which one an instance gets, attach and release.
 
 EC2's own attach is the only lock. Simultaneous launches in one AZ are matched to its free ENIs
-by rank, from one look at the group and one at the pool (``rank_candidates``), so they seldom
-collide; a lost race simply moves on to the next candidate.
+by rank, from one look at the group's launching instances and one at the pool
+(``rank_candidates``), so they seldom collide; a lost race simply moves on to the next candidate.
 """
 
 from __future__ import annotations
@@ -134,22 +134,6 @@ def describe_instance(ec2: Any, instance_id: str) -> Instance:
     return Instance.from_api(data)
 
 
-def group_instances(ec2: Any, group_name: str) -> dict[str, Instance]:
-    """The group's instances EC2 shows pending or running, by id: one filtered describe for a
-    group of up to 1,000 (an instance is tagged with its group as it launches)."""
-    paginator = ec2.get_paginator("describe_instances")
-    filters = [
-        {"Name": "tag:aws:autoscaling:groupName", "Values": [group_name]},
-        {"Name": "instance-state-name", "Values": ["pending", "running"]},
-    ]
-    found: dict[str, Instance] = {}
-    for page in paginator.paginate(Filters=filters, PaginationConfig={"PageSize": 1000}):
-        for reservation in page["Reservations"]:
-            for data in reservation["Instances"]:
-                found[data["InstanceId"]] = Instance.from_api(data)
-    return found
-
-
 def _describe_enis(ec2: Any, filters: list[dict[str, Any]]) -> list[Eni]:
     paginator = ec2.get_paginator("describe_network_interfaces")
     enis: list[Eni] = []
@@ -189,21 +173,19 @@ def az_pool(ec2: Any, instance: Instance, tag_key: str, tag_value: str) -> list[
 
 
 def rank_candidates(
-    pool: list[Eni], peers: dict[str, Instance], instance: Instance, limit: int
+    pool: list[Eni], launching: list[str], instance_id: str, limit: int
 ) -> list[Eni]:
-    """The free ENIs in the order this instance tries them, matched by rank: the AZ's group
-    instances that hold no pool ENI, oldest launch first, against its free ENIs by id. Runs
-    that look at the same moment agree; an attach that lands between two looks takes its
-    instance and its ENI out of both lists at the same rank, so later looks still agree. Rank
-    k starts at free ENI k (wrapping round when more instances wait than ENIs are free)."""
+    """The free ENIs in the order this instance tries them, matched by rank: the AZ's launching
+    instances that hold no pool ENI, by id, against its free ENIs by id. Runs that look at the
+    same moment agree; an attach that lands between two looks takes its instance and its ENI out
+    of both lists at the same rank, so later looks still agree. Rank k starts at free ENI k
+    (wrapping round when more instances wait than ENIs are free)."""
     holders = {e.instance_id for e in pool if e.instance_id}
-    waiting = {p.id: p for p in peers.values() if p.az == instance.az and p.id not in holders}
-    waiting[instance.id] = instance
-    order = sorted(waiting.values(), key=lambda p: (p.launched_at or "", p.id))
+    waiting = sorted({i for i in launching if i not in holders} | {instance_id})
     free = sorted((e for e in pool if e.status == "available"), key=lambda e: e.id)
     if not free:
         return []
-    rank = next(i for i, p in enumerate(order) if p.id == instance.id) % len(free)
+    rank = waiting.index(instance_id) % len(free)
     return (free[rank:] + free[:rank])[:limit]
 
 

@@ -89,7 +89,8 @@ def test_launch_pins_a_verified_eni_and_continues(sandbox: Factory, flavour: str
 
 
 # What one launch costs in AWS calls, each read once: the dispatcher's start; one look at the
-# group and one at the AZ's pool (the ENI it already holds, or its ranked candidates); the
+# instance, one at the AZ's pool (the ENI it already holds, or the free ones) and one at the
+# group's launching instances (to rank the free ones by); the
 # heartbeat that says its action still waits, the attach, and Auto Scaling's word that the
 # instance is not leaving; the command and its result; the CONTINUE. No describe reads the
 # attachment back: the guest's check does.
@@ -98,6 +99,7 @@ ONE_LAUNCH = Counter(
         ("sfn", "StartExecution"): 1,
         ("ec2", "DescribeInstances"): 1,
         ("ec2", "DescribeNetworkInterfaces"): 1,
+        ("auto-scaling", "DescribeAutoScalingGroups"): 1,
         ("auto-scaling", "RecordLifecycleActionHeartbeat"): 1,
         ("ec2", "AttachNetworkInterface"): 1,
         ("auto-scaling", "DescribeAutoScalingInstances"): 1,
@@ -109,7 +111,7 @@ ONE_LAUNCH = Counter(
 SCHEDULED = ("Reconcile", "PoolMetrics")  # functions on schedules, not the launch's
 
 
-def test_a_launch_spends_nine_aws_calls_one_of_each(sandbox: Factory) -> None:
+def test_a_launch_spends_ten_aws_calls_one_of_each(sandbox: Factory) -> None:
     # GIVEN a group over one AZ, the launch hooks' schedules quiet
     sb = sandbox(azs=1, pool_per_az=2)
     # WHEN it launches one instance
@@ -117,7 +119,7 @@ def test_a_launch_spends_nine_aws_calls_one_of_each(sandbox: Factory) -> None:
     sb.settle()
     (instance_id,) = in_service(sb)
     assert_pinned(sb, instance_id)
-    # THEN the launch's functions made nine calls, one of each
+    # THEN the launch's functions made ten calls, one of each
     calls = Counter(
         (c.service, c.operation)
         for c in sb.ledger.calls
