@@ -87,7 +87,7 @@ def test_enipin_pins_every_instance_of_both_scale_outs(bench: tuple[str, dict[st
         # each launch verified its NIC in the guest and completed its lifecycle action
         assert phase["calls"]["ssm.SendCommand"] >= N
         assert phase["calls"]["auto-scaling.CompleteLifecycleAction"] == N
-        assert phase["executions"]["transitions"] >= 15 * N
+        assert phase["executions"]["transitions"] >= 14 * N  # the straight path: 14 states
         # each launch took at least the model's floor: pending 5, agent 20, command 1 + 2
         latency = phase["over_floor"]
         assert latency["floor"] == 28.0
