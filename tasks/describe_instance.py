@@ -87,14 +87,14 @@ def inspect(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
 def _candidates(
     autoscaling: Any, state: dict[str, Any], instance: Instance, pool: list[Eni], settings: Settings
 ) -> list[Eni]:
-    """Ranked against the AZ's other launches of the group; a repair, which has no group event,
-    shuffles per instance instead."""
+    """Ranked against the AZ's other launches of the group; a run without its group's action (a
+    repair, a replay of a finished one) shuffles per instance instead."""
     group = (state.get("lifecycle") or {}).get("groupName")
     limit = settings.max_attach_candidates
     if not group:
         free = [e for e in pool if e.status == "available"]
         return order_candidates(free, instance.id, limit)
-    launching = launching_in(autoscaling, group, instance.az, settings.warm_pool_keeps_eni)
+    launching = launching_in(autoscaling, group, instance.az)
     return rank_candidates(pool, launching, instance.id, limit)
 
 

@@ -44,26 +44,20 @@ def record_heartbeat(autoscaling: Any, action: dict[str, Any]) -> str:
     return _on_action(autoscaling.record_lifecycle_action_heartbeat, action)
 
 
-# Where an instance waits on its way to an ENI: launching into service, or into a warm pool that
-# keeps ENIs.
+# Where Auto Scaling has an instance that launches into service, on its way to an ENI.
 LAUNCHING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed"})
-WARM_LAUNCHING_STATES = frozenset(
-    {"Warmed:Pending", "Warmed:Pending:Wait", "Warmed:Pending:Proceed"}
-)
 
 
-def launching_in(
-    autoscaling: Any, group_name: str, az: str, warm_pool_keeps_eni: bool
-) -> list[str]:
-    """The group's instances in ``az`` that are on their way to a pool ENI, by Auto Scaling's
-    one compact answer for the group (its warm pool's instances are not in it)."""
-    states = LAUNCHING_STATES | (WARM_LAUNCHING_STATES if warm_pool_keeps_eni else frozenset())
+def launching_in(autoscaling: Any, group_name: str, az: str) -> list[str]:
+    """The group's instances in ``az`` launching into service, by Auto Scaling's one compact
+    answer for the group. Its warm pool's instances are not in that answer: a launch into a
+    pool that keeps ENIs ranks as if alone, and a race it loses moves on to the next ENI."""
     groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])
     return [
         i["InstanceId"]
         for g in groups["AutoScalingGroups"]
         for i in g.get("Instances", [])
-        if i.get("AvailabilityZone") == az and i.get("LifecycleState") in states
+        if i.get("AvailabilityZone") == az and i.get("LifecycleState") in LAUNCHING_STATES
     ]
 
 
