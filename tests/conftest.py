@@ -129,6 +129,30 @@ def group_instances(sb: Sandbox) -> dict[str, dict[str, Any]]:
     return {i["InstanceId"]: i for i in asg if i["AutoScalingGroupName"] == sb.group_name}
 
 
+def at_the_pool_look(sb: Sandbox, act: Callable[[], None]) -> None:
+    """Run ``act`` once, as a run's look at its AZ's pool (DescribeInstance's or FindFreeEni's
+    describe) is about to go out; other describes pass by."""
+
+    def actor(params: dict[str, list[str]]) -> None:
+        if "availability-zone" not in str(params):  # not the pool's look: wait for that one
+            sb.ledger.before("ec2", "DescribeNetworkInterfaces", actor)
+            return
+        act()
+
+    sb.ledger.before("ec2", "DescribeNetworkInterfaces", actor)
+
+
+def attach_the_pool_eni_by_hand(sb: Sandbox) -> str:
+    """Attach the one pool ENI of the one AZ to the group's one instance at device index 1, as a
+    duplicate run (or an operator) would; its id."""
+    (instance_id,) = group_instances(sb)
+    (eni_id,) = sb.world.pool["us-east-1a"]
+    sb.client("ec2").attach_network_interface(
+        NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1
+    )
+    return eni_id
+
+
 def pool_enis_on(sb: Sandbox, instance_id: str) -> list[dict[str, Any]]:
     return list(
         sb.client("ec2").describe_network_interfaces(

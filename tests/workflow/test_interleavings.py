@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from conftest import (
+    at_the_pool_look,
+    attach_the_pool_eni_by_hand,
     group_instances,
     in_service,
     launch_waiting_for_its_agent,
@@ -111,19 +113,6 @@ def _put_warm_pool_reused_on_scale_in(sb: Sandbox) -> None:
         PoolState="Stopped",
         InstanceReusePolicy={"ReuseOnScaleIn": True},
     )
-
-
-def _at_the_look_for_free_enis(sb: Sandbox, act: Callable[[], None]) -> None:
-    """Run ``act`` once, as the look for free ENIs (the AZ's pool, described by DescribeInstance
-    or FindFreeEni) is about to go out (other describes pass by)."""
-
-    def actor(params: dict[str, list[str]]) -> None:
-        if "availability-zone" not in str(params):  # not the pool's look: wait for that one
-            sb.ledger.before("ec2", "DescribeNetworkInterfaces", actor)
-            return
-        act()
-
-    sb.ledger.before("ec2", "DescribeNetworkInterfaces", actor)
 
 
 def test_keep_a_lost_event_into_the_warm_pool_is_resumed_and_pinned_there(
@@ -650,18 +639,12 @@ def test_an_eni_put_on_the_instance_as_its_run_looks_is_adopted_not_fought_for(
     # of its event) that attaches that ENI to the instance just before this run's look at the
     # pool, which still shows it free (a describe lags an attach by a second)
     sb = sandbox(azs=1, pool_per_az=1)
-    ec2 = sb.client("ec2")
     attached: list[str] = []
 
     def duplicate_attaches() -> None:
-        (instance_id,) = group_instances(sb)
-        (eni_id,) = sb.world.pool["us-east-1a"]
-        ec2.attach_network_interface(
-            NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1
-        )
-        attached.append(eni_id)
+        attached.append(attach_the_pool_eni_by_hand(sb))
 
-    _at_the_look_for_free_enis(sb, duplicate_attaches)
+    at_the_pool_look(sb, duplicate_attaches)
     sb.scale_out(1)
     sb.settle()
     # THEN the run's attach is refused (in use), the instance shows that ENI as its own, and
@@ -690,7 +673,7 @@ def test_a_launch_whose_action_a_scale_in_ended_attaches_nothing(sandbox: Factor
         sb.scale_in(1)
         wait_until(lambda: state_of(sb, instance_id) in ("Terminating:Wait", None), sb)
 
-    _at_the_look_for_free_enis(sb, scale_in)
+    at_the_pool_look(sb, scale_in)
     sb.scale_out(1)
     sb.settle()
     # THEN the launch run asked after its own action before attaching, and attached nothing
@@ -719,7 +702,7 @@ def test_keep_a_launch_scaled_back_into_the_pool_before_its_pin_is_pinned_on_its
         sb.scale_in(1)
         wait_until(lambda: warm_instances(sb).get(instance_id) == "Warmed:Pending:Wait", sb)
 
-    _at_the_look_for_free_enis(sb, back_to_the_pool)
+    at_the_pool_look(sb, back_to_the_pool)
     sb.scale_out(1)
     sb.settle()
     # THEN it rests there with nothing to keep (it never had an ENI), its launch run attached

@@ -17,9 +17,10 @@ import pytest
 from conftest import (
     asl_states,
     assert_pinned,
+    at_the_pool_look,
+    attach_the_pool_eni_by_hand,
     describe,
     executions_for,
-    group_instances,
     in_service,
     path_of,
     pool_enis_on,
@@ -149,19 +150,11 @@ def terminated_just_before_its_attach(sb: Sandbox) -> None:
 def eni_attached_by_hand_as_the_pool_is_looked_at(sb: Sandbox) -> None:
     """Someone attaches the pool's ENI to the launching instance just before the run's look at
     the AZ's pool: the run finds it there, as a duplicate or a replay would, and waits for it."""
-    ec2 = sb.client("ec2")
 
-    def attach(params: dict[str, list[str]]) -> None:
-        if "availability-zone" not in str(params):  # not the pool's look: wait for that one
-            sb.ledger.before("ec2", "DescribeNetworkInterfaces", attach)
-            return
-        (instance_id,) = group_instances(sb)
-        (eni_id,) = sb.world.pool["us-east-1a"]
-        ec2.attach_network_interface(
-            NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=1
-        )
+    def attach() -> None:
+        attach_the_pool_eni_by_hand(sb)
 
-    sb.ledger.before("ec2", "DescribeNetworkInterfaces", attach)
+    at_the_pool_look(sb, attach)
 
 
 def add_a_pool_eni(sb: Sandbox) -> None:
