@@ -3,7 +3,7 @@ and what a trip leaves on the group."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -89,6 +89,54 @@ def test_the_threshold_within_the_window_suspends_launch_and_says_why(autoscalin
     assert set(tags(autoscaling)) == {"team", TRIPPED_KEY}
     assert "3 launches given up in 60 min" in tags(autoscaling)[TRIPPED_KEY]
     assert f"enipin guard release --asg {GROUP}" in tags(autoscaling)[TRIPPED_KEY]
+
+
+class _DeletesAfter:
+    """An Auto Scaling client whose first DeleteTags waits for ``first`` to run whole."""
+
+    def __init__(self, client: Any, first: Callable[[], object]) -> None:
+        self._client, self._first = client, first
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def delete_tags(self, **kwargs: Any) -> Any:
+        first, self._first = self._first, lambda: None
+        first()
+        return self._client.delete_tags(**kwargs)
+
+
+def test_two_failures_at_the_threshold_at_once_both_trip_and_nothing_is_lost(
+    autoscaling: Any,
+) -> None:
+    # GIVEN one failure short of the threshold, and two more counted at once: i-4 writes its tag
+    # and reads the count while i-3, having read it too, has not yet cleared it (tags have no
+    # conditional write, so neither can know the other tripped)
+    record_failure(autoscaling, GROUP, "i-1", NOW, SETTINGS)
+    record_failure(autoscaling, GROUP, "i-2", NOW, SETTINGS)
+    autoscaling.create_or_update_tags(
+        Tags=[
+            {
+                "ResourceId": GROUP,
+                "ResourceType": "auto-scaling-group",
+                "Key": FAILED_PREFIX + "i-4",
+                "Value": "2026-11-30T12:00:00Z",
+                "PropagateAtLaunch": False,
+            }
+        ]
+    )
+    second: list[Any] = []
+    racing = _DeletesAfter(
+        autoscaling,
+        lambda: second.append(record_failure(autoscaling, GROUP, "i-4", NOW, SETTINGS)),
+    )
+    first = record_failure(racing, GROUP, "i-3", NOW, SETTINGS)
+    # THEN both trip (at least once is the promise: a lost trip would let the loop run), Launch
+    # is suspended, the group says why, and the count is gone: no failure left to trip again
+    assert first.tripped_now and second[0].tripped_now
+    assert len(first.failures) == len(second[0].failures) == 4
+    assert suspended(autoscaling) == ["Launch"]
+    assert set(tags(autoscaling)) == {"team", TRIPPED_KEY}
 
 
 def test_failures_past_the_window_do_not_count_and_are_forgotten(autoscaling: Any) -> None:

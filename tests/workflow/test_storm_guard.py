@@ -75,13 +75,15 @@ def test_a_group_whose_every_launch_fails_stops_launching_at_the_threshold(
     sandbox: Factory,
 ) -> None:
     sb = failing_group(sandbox)
-    # THEN the third given-up launch suspended Launch; the one in flight beside it failed too,
-    # and nothing launched after
+    # THEN the third given-up launch suspended Launch; the one in flight beside it failed too
+    # (and tripped it again if it counted before the first trip cleared the count), and nothing
+    # launched after
     failed = [e for e in sb.executions() if e["status"] == "FAILED"]
     assert THRESHOLD <= len(failed) == launches(sb) <= THRESHOLD + 1
     outputs = guard_outputs(sb)
-    (tripping,) = [o for o in outputs if o["trippedNow"]]
-    assert tripping["failures"] == THRESHOLD and len(outputs) == len(failed)
+    tripping = [o["failures"] for o in outputs if o["trippedNow"]]
+    assert 1 <= len(tripping) <= 2 and min(tripping) >= THRESHOLD
+    assert len(outputs) == len(failed)
     for run in failed:
         assert path_of(sb, run["executionArn"])[-3:] == [
             "AbandonLaunch",
