@@ -11,6 +11,7 @@ import click
 from enipin.cli.console import fail
 from enipin_lab.bench import (
     CLASSIC,
+    CLOCKS,
     ENIPIN,
     PHASES,
     SCALE_IN,
@@ -45,11 +46,20 @@ def _parameters(_: click.Context, __: click.Parameter, values: tuple[str, ...]) 
 @click.option("--pool-per-az", type=click.IntRange(min=1), help="[max per AZ + 1 spare]")
 @click.option(
     "--clock",
-    type=click.Choice(["auto", "fast", "real"]),
+    type=click.Choice(CLOCKS),
     default="auto",
     show_default=True,
     help="enipin's sandbox clock. auto: fast (1/50) up to 16 instances, real time above, "
-    "where the in-process simulation could not keep up with a compressed clock.",
+    "where the in-process simulation could not keep up with a compressed clock. slow: "
+    "--slowdown times slower than real time, for latency figures at hundreds of launches.",
+)
+@click.option(
+    "--slowdown",
+    type=click.FloatRange(min=1.0),
+    default=4.0,
+    show_default=True,
+    metavar="N",
+    help="Real seconds per AWS second with --clock slow.",
 )
 @click.option(
     "--parameter",
@@ -87,6 +97,7 @@ def bench(
     azs: int,
     pool_per_az: int | None,
     clock: str,
+    slowdown: float,
     parameters: dict[str, str],
     billed_ms: float,
     buckets: bool,
@@ -106,6 +117,7 @@ def bench(
         azs=azs,
         pool_per_az=pool_per_az,
         clock=clock,
+        slowdown=slowdown,
         parameters=parameters,
         billed_ms=billed_ms,
         buckets=buckets,

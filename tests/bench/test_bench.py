@@ -5,6 +5,7 @@ it fail; the JSON carries the documented keys."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,14 @@ from click.testing import CliRunner
 from conftest import wait_until
 
 from enipin.cli import main
-from enipin_lab.bench import CLASSIC_CALLER, boot_script, run_boot_scripts, wait_running
+from enipin_lab.bench import (
+    CLASSIC_CALLER,
+    BenchConfig,
+    boot_script,
+    run_boot_scripts,
+    sandbox_for,
+    wait_running,
+)
 from enipin_lab.sandbox import Sandbox
 
 Factory = Callable[..., Sandbox]
@@ -181,6 +189,29 @@ def test_boot_scripts_run_at_once_and_are_counted_as_theirs(sandbox: Factory) ->
     ]
     mine = [c for c in sb.ledger.calls if c.caller == CLASSIC_CALLER]
     assert len(mine) == 6
+
+
+@pytest.mark.parametrize(
+    ("clock", "instances", "scale", "label"),
+    [
+        ("auto", 16, 0.02, "fast (1/50 real time)"),
+        ("auto", 17, 1.0, "real time"),
+        ("slow", 200, 3.0, "slow (3 real seconds per AWS second)"),
+    ],
+)
+def test_the_bench_clock_runs_enipins_sandbox_at_the_scale_it_names(
+    clock: str, instances: int, scale: float, label: str
+) -> None:
+    config = BenchConfig(instances=instances, azs=3, clock=clock, slowdown=3.0)
+    sb = sandbox_for(config, deploy=False, clock=config.resolved_clock)
+    try:
+        before = sb.clock.monotonic()
+        time.sleep(0.3)
+        # AWS seconds on the sandbox's clock, as real seconds over its scale
+        assert sb.clock.monotonic() - before == pytest.approx(0.3 / scale, rel=0.3)
+        assert config.clock_label == label
+    finally:
+        sb.clock.close()
 
 
 def test_bench_refuses_a_pool_too_small() -> None:

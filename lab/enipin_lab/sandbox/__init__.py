@@ -64,6 +64,7 @@ class Sandbox:
         azs: int = 2,
         pool_per_az: int = 4,
         fast: bool = True,
+        time_scale: float | None = None,
         flavour: str = "al2023",
         max_size: int | None = None,
         template: Path = TEMPLATE,
@@ -81,7 +82,9 @@ class Sandbox:
         neighbour: float = 0.0,
     ) -> None:
         self.spec = WorldSpec(azs=azs, pool_per_az=pool_per_az, max_size=max_size or azs * 6)
-        self.clock = Clock(FAST_SCALE if fast else 1.0)
+        # Real seconds per AWS second: the fast clock, real time, or what ``time_scale`` says
+        # (above 1: slower than real, so a big simulation keeps up with its own clock).
+        self.clock = Clock(time_scale or (FAST_SCALE if fast else 1.0))
         self.ledger = Ledger(clock=self.clock.monotonic)
         # EC2's and Step Functions' request buckets, once the world and stack are built.
         self.buckets = RequestBuckets(self.clock.monotonic, neighbour) if buckets else None
