@@ -141,6 +141,9 @@ class Phase:
     # floor (the model's boot, agent and command times: no workflow could be faster); p50, p99,
     # max over the launches CONTINUEd in the phase, and the floor itself.
     over_floor: dict[str, float] | None = None
+    # enipin: lifecycle actions started in the phase that Auto Scaling ended by a timeout (the
+    # hook's default result) rather than by the workflow's CompleteLifecycleAction
+    actions_timed_out: int | None = None
 
     @property
     def throttled(self) -> int:
@@ -372,6 +375,15 @@ def over_floor(sb: Sandbox, since: float) -> dict[str, float] | None:
     return {k: round(v, 1) for k, v in figures.items()}
 
 
+def actions_timed_out(sb: Sandbox, since: float) -> int:
+    """Lifecycle actions started after ``since`` (AWS seconds) that ended by a timeout."""
+    return sum(
+        1
+        for a in sb.autoscaling.ended_actions()
+        if a["how"] in ("HeartbeatTimeout", "GlobalTimeout") and a["started"] >= since
+    )
+
+
 def _model(sb: Sandbox) -> dict[str, Any]:
     return {
         "attach_delay": sb.ec2.attach_delay,
@@ -510,6 +522,7 @@ class _EnipinBench:
             },
             executions=stats,
             over_floor=None if name == SCALE_IN else over_floor(sb, since=mark.aws),
+            actions_timed_out=actions_timed_out(sb, since=mark.aws),
         )
 
     def _executions(self, machine: str) -> ExecutionStats:

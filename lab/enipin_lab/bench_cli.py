@@ -175,6 +175,7 @@ def _metrics(pairs: list[tuple[Phase, Phase]]) -> list[tuple[str, Cell]]:
         *((f"failed: {code}", _failure(code)) for code in failures),
         ("races lost per pin", lambda p: _num(p.races_lost_per_pin)),
         ("executions", _executions),
+        ("lifecycle actions timed out", lambda p: _num(p.actions_timed_out)),
         ("state transitions / execution", _transitions),
         ("Lambda invocations / execution", _invocations),
         ("execution duration p50 / max (AWS s)", _duration),

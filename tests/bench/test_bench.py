@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from enipin.cli import main
 from enipin_lab.bench import (
     CLASSIC_CALLER,
     BenchConfig,
+    actions_timed_out,
     boot_script,
     run_boot_scripts,
     sandbox_for,
@@ -77,6 +79,7 @@ def test_json_has_the_documented_keys(bench: tuple[str, dict[str, Any]]) -> None
                 "max_clock_lag",
                 "throttled",
                 "over_floor",
+                "actions_timed_out",
             } <= set(phase)
     assert data["config"]["buckets"] is True and data["config"]["neighbour"] == 0.0
     assert {"prices", "per_1000_pinned_launches", "per_1000_releases", "assumptions"} <= set(
@@ -95,6 +98,7 @@ def test_enipin_pins_every_instance_of_both_scale_outs(bench: tuple[str, dict[st
         # each launch verified its NIC in the guest and completed its lifecycle action
         assert phase["calls"]["ssm.SendCommand"] >= N
         assert phase["calls"]["auto-scaling.CompleteLifecycleAction"] == N
+        assert phase["actions_timed_out"] == 0
         assert phase["executions"]["transitions"] >= 14 * N  # the straight path: 14 states
         # each launch took at least the model's floor: pending 5, agent 20, command 1 + 2
         latency = phase["over_floor"]
@@ -205,13 +209,25 @@ def test_the_bench_clock_runs_enipins_sandbox_at_the_scale_it_names(
     config = BenchConfig(instances=instances, azs=3, clock=clock, slowdown=3.0)
     sb = sandbox_for(config, deploy=False, clock=config.resolved_clock)
     try:
-        before = sb.clock.monotonic()
+        real, aws = time.monotonic(), sb.clock.monotonic()
         time.sleep(0.3)
-        # AWS seconds on the sandbox's clock, as real seconds over its scale
-        assert sb.clock.monotonic() - before == pytest.approx(0.3 / scale, rel=0.3)
+        real, aws = time.monotonic() - real, sb.clock.monotonic() - aws
+        # AWS seconds on the sandbox's clock are real seconds over its scale
+        assert aws == pytest.approx(real / scale, rel=0.05)
         assert config.clock_label == label
     finally:
         sb.clock.close()
+
+
+def test_timed_out_counts_the_phases_actions_auto_scaling_ended_by_a_timeout() -> None:
+    ended = [
+        {"how": "HeartbeatTimeout", "started": 12.0},  # in the phase
+        {"how": "GlobalTimeout", "started": 30.0},  # in the phase
+        {"how": "CompleteLifecycleAction", "started": 15.0},  # the workflow ended it
+        {"how": "HeartbeatTimeout", "started": 5.0},  # an earlier phase's
+    ]
+    sb = SimpleNamespace(autoscaling=SimpleNamespace(ended_actions=lambda: ended))
+    assert actions_timed_out(sb, since=10.0) == 2  # type: ignore[arg-type]
 
 
 def test_bench_refuses_a_pool_too_small() -> None:
