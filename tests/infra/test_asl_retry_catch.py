@@ -32,13 +32,13 @@ BACKOFF = {
     "MaxDelaySeconds": 30,
     "JitterStrategy": "FULL",
 }
+# A throttled account is ridden out longer than a server fault: a burst of launches drains
+# EC2's buckets for minutes (7 retries: up to 150 s of back-off, 75 s expected with full jitter;
+# each attach attempt extends the hook first), where a fault that outlasts 4 retries is an outage.
 CANONICAL_RETRY = (
     {"ErrorEquals": LAMBDA_TRANSIENT, "MaxAttempts": 6, **BACKOFF},
-    {
-        "ErrorEquals": (AwsThrottled.__name__, AwsTransientError.__name__),
-        "MaxAttempts": 5,
-        **BACKOFF,
-    },
+    {"ErrorEquals": (AwsThrottled.__name__,), "MaxAttempts": 8, **BACKOFF},
+    {"ErrorEquals": (AwsTransientError.__name__,), "MaxAttempts": 5, **BACKOFF},
 )
 # Errors no Retry may name: a blanket retry would retry the business errors too.
 BLANKET = frozenset({"States.ALL", "States.TaskFailed"})
@@ -161,14 +161,14 @@ def _on(state: str, change: Callable[[dict[str, Any]], None]) -> Callable[[dict[
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        (_on("FindFreeEni", lambda s: s["Retry"].pop()), "FindFreeEni: Retry[1] is missing"),
+        (_on("FindFreeEni", lambda s: s["Retry"].pop()), "FindFreeEni: Retry[2] is missing"),
         (
             _on("AttachEni", lambda s: s["Retry"][0]["ErrorEquals"].pop()),
             "AttachEni: Retry[0] retries",
         ),
         (
             _on("CheckAttachment", lambda s: s["Retry"][1].update(MaxAttempts=2)),
-            "CheckAttachment: Retry[1] MaxAttempts is 2, not 5",
+            "CheckAttachment: Retry[1] MaxAttempts is 2, not 8",
         ),
         (
             _on("CheckSsmAgent", lambda s: s["Retry"][0].pop("JitterStrategy")),
@@ -179,7 +179,7 @@ def _on(state: str, change: Callable[[dict[str, Any]], None]) -> Callable[[dict[
                 "SendVerification",
                 lambda s: s["Retry"].append({"ErrorEquals": ["States.TaskFailed"]}),
             ),
-            "SendVerification: Retry[2] names ['States.TaskFailed']",
+            "SendVerification: Retry[3] names ['States.TaskFailed']",
         ),
         (_on("DescribeInstance", lambda s: s.pop("Catch")), "DescribeInstance: no final Catch"),
         (
