@@ -293,6 +293,28 @@ def test_a_burst_beyond_the_sdk_retries_is_retried_by_the_state_machine(sandbox:
     assert run["status"] == "SUCCEEDED"
 
 
+def test_an_attach_throttled_past_five_attempts_is_ridden_out_with_the_hook_kept(
+    sandbox: Factory,
+) -> None:
+    # GIVEN an account whose attach bucket stays empty for 20 calls: more than five Task
+    # attempts with the SDK's retries in each (a burst of launches, a busy neighbour)
+    sb = sandbox(azs=1, pool_per_az=2)
+    sb.ledger.throttle("ec2", "AttachNetworkInterface", times=20)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the state machine kept retrying the attach and the launch pinned
+    (instance_id,) = in_service(sb)
+    assert_pinned(sb, instance_id)
+    run = only_execution(sb, instance_id)
+    assert run["status"] == "SUCCEEDED"
+    assert history_errors(sb, run["executionArn"]).count("AwsThrottled") >= 5
+    # AND each attempt extended the hook first: the action ended by the run, not by a timeout
+    (action,) = [a for a in sb.autoscaling.ended_actions() if a["instance_id"] == instance_id]
+    assert (action["how"], action["result"]) == ("CompleteLifecycleAction", "CONTINUE")
+    heartbeats = sb.ledger.by_operation()["auto-scaling.RecordLifecycleActionHeartbeat"]
+    assert heartbeats >= 6
+
+
 def test_a_lambda_outage_at_validate_event_gives_the_action_up_instead_of_leaving_it(
     sandbox: Factory,
 ) -> None:
