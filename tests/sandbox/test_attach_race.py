@@ -34,7 +34,9 @@ def ec2() -> Iterator[Any]:
         with ExitStack() as stack:
             stack.enter_context(patch.dict(os.environ, {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}))
             stack.enter_context(mock_aws())
-            Ec2Fidelity(clock, attach_delay=2.0, release_delay=0.0).install(stack)
+            # no describe lag: the race is about the attach's lock, and a describe within a
+            # (fast-clock) second of the winning attach may rightly still show the ENI free
+            Ec2Fidelity(clock, attach_delay=2.0, release_delay=0.0, describe_lag=0.0).install(stack)
             yield boto3.client("ec2", region_name=REGION)
     finally:
         clock.close()
