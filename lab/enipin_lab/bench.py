@@ -380,7 +380,7 @@ def actions_timed_out(sb: Sandbox, since: float) -> int:
     return sum(
         1
         for a in sb.autoscaling.ended_actions()
-        if a["how"] in ("HeartbeatTimeout", "GlobalTimeout") and a["started"] >= since
+        if sb.autoscaling.timed_out(a) and a["started"] >= since
     )
 
 

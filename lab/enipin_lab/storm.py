@@ -59,9 +59,7 @@ def run_storm(
             else 0.0,
             given_up=sum(1 for a in launched if a.get("result") == "ABANDON"),
             tripped_after_minutes=None if tripped is None else round((tripped - start) / 60, 1),
-            timed_out=sum(
-                1 for a in launched if a.get("how") in ("HeartbeatTimeout", "GlobalTimeout")
-            ),
+            timed_out=sum(1 for a in launched if sb.autoscaling.timed_out(a)),
         )
 
 

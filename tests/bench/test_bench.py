@@ -26,6 +26,7 @@ from enipin_lab.bench import (
     wait_running,
 )
 from enipin_lab.sandbox import Sandbox
+from enipin_lab.sandbox.autoscaling import AutoScalingFidelity
 
 Factory = Callable[..., Sandbox]
 N, AZS = 6, 2
@@ -226,7 +227,10 @@ def test_timed_out_counts_the_phases_actions_auto_scaling_ended_by_a_timeout() -
         {"how": "CompleteLifecycleAction", "started": 15.0},  # the workflow ended it
         {"how": "HeartbeatTimeout", "started": 5.0},  # an earlier phase's
     ]
-    sb = SimpleNamespace(autoscaling=SimpleNamespace(ended_actions=lambda: ended))
+    autoscaling = SimpleNamespace(
+        ended_actions=lambda: ended, timed_out=AutoScalingFidelity.timed_out
+    )
+    sb = SimpleNamespace(autoscaling=autoscaling)
     assert actions_timed_out(sb, since=10.0) == 2  # type: ignore[arg-type]
 
 

@@ -137,7 +137,7 @@ class _Invariants(_Observer):
 
     def _check_actions_completed(self, step: int | None) -> None:
         for action in self.sb.autoscaling.ended_actions():
-            if action["how"] in ("HeartbeatTimeout", "GlobalTimeout"):
+            if self.sb.autoscaling.timed_out(action):
                 self.flag(
                     "lifecycle_action_timed_out",
                     step,

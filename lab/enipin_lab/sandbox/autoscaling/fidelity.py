@@ -149,6 +149,12 @@ class AutoScalingFidelity(_Refreshing):
         with self._lock:
             return [dict(entry) for entry in self._ended]
 
+    @staticmethod
+    def timed_out(action: dict[str, Any]) -> bool:
+        """Whether an ended action ran out its heartbeat or global timeout (the hook's
+        DefaultResult applied) rather than being completed by someone."""
+        return action.get("how") in ("HeartbeatTimeout", "GlobalTimeout")
+
     def event_log(self) -> list[dict[str, Any]]:
         """Each emitted event's token, transition, instance and copies delivered (0, 1, 2)."""
         with self._lock:
