@@ -4,9 +4,8 @@ say how long to wait before the instance's SSM Agent can verify it."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -24,7 +23,7 @@ from enipin_core.pool import (
 )
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
-from enipin_core.waiting import HEARTBEAT_AT, Heartbeat, TaskInput, parse_time
+from enipin_core.waiting import Heartbeat, TaskInput, wait_after_launch
 
 
 @named_aws_errors
@@ -116,11 +115,9 @@ def _take_off_if_it_may_not_stay(
 def agent_starts_in(instance: Instance, settings: Settings, now: datetime) -> int:
     """Whole seconds until the instance's SSM Agent is typically online (0 once it should be),
     at most until a heartbeat is due again: the wait takes none."""
-    if instance.launched_at is None:
-        return 0
-    expected = parse_time(instance.launched_at) + timedelta(seconds=settings.agent_start_seconds)
-    seconds = math.ceil((expected - now).total_seconds())
-    return max(0, min(seconds, int(settings.heartbeat_timeout * HEARTBEAT_AT)))
+    return wait_after_launch(
+        instance.launched_at, settings.agent_start_seconds, now, settings.heartbeat_timeout
+    )
 
 
 @task_handler

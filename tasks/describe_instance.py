@@ -1,8 +1,9 @@
 """DescribeInstance: where the instance runs, whether it already carries a pool ENI, and else
-which free pool ENIs it tries, in its rank's order (``rank_candidates``).
+which free pool ENIs it tries, in its rank's order (``rank_candidates``), and when its attach's
+turn at EC2's mutating bucket comes (``attach_turn``).
 
 Once the instance runs, one look at the AZ's pool and one at the group's launching instances
-answer the last two: the attach needs no look of its own.
+answer the last three: the attach needs no look of its own.
 
 Its hook fires as the group launches it, while EC2 may still show it ``pending`` or, for a
 moment, not at all (EC2's API is eventually consistent: a NotFound right after launch does not
@@ -20,10 +21,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from enipin_core.aws import client, named_aws_errors
 from enipin_core.errors import InstanceNotFound, InstanceNotRunning
-from enipin_core.lifecycle import is_leaving, is_waiting, launching_in, lifecycle_state
+from enipin_core.lifecycle import is_leaving, is_waiting, launching_by_az, lifecycle_state
 from enipin_core.pool import (
     Eni,
     Instance,
+    attach_turn,
     az_pool,
     describe_instance,
     order_candidates,
@@ -31,11 +33,13 @@ from enipin_core.pool import (
 )
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
-from enipin_core.waiting import TaskInput, WaitProgress, after_poll
+from enipin_core.waiting import TaskInput, WaitProgress, after_poll, wait_after_launch
 
 GONE = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 # How long a NotFound may be EC2 catching up with a launch, not an instance that is not there.
 NOT_FOUND_WINDOW = 60
+# EC2's LaunchTime is to the second: the launch came up to a second after it says.
+LAUNCH_TIME_GRAIN = 1
 
 
 @named_aws_errors
@@ -77,25 +81,41 @@ def inspect(ec2: Any, autoscaling: Any, task: TaskInput) -> dict[str, Any]:
         eni = next((e for e in existing if e.device_index == settings.device_index), existing[0])
         logger.info("instance already carries a pool ENI", extra={"eni": eni.id})
         return result | {"eni": eni.to_dict(), "attachedHere": False}
-    return result | {
-        "candidates": [
-            c.to_dict() for c in _candidates(autoscaling, state, instance, pool, settings)
-        ]
-    }
+    return result | _candidates(autoscaling, task, instance, pool, settings)
 
 
 def _candidates(
-    autoscaling: Any, state: dict[str, Any], instance: Instance, pool: list[Eni], settings: Settings
-) -> list[Eni]:
-    """Ranked against the AZ's other launches of the group; a run without its group's action (a
-    repair, a replay of a finished one) shuffles per instance instead."""
-    group = (state.get("lifecycle") or {}).get("groupName")
+    autoscaling: Any, task: TaskInput, instance: Instance, pool: list[Eni], settings: Settings
+) -> dict[str, Any]:
+    """Ranked against the AZ's other launches of the group, and paced with them: a run without
+    its group's action (a repair, a replay of a finished one) shuffles per instance instead,
+    and attaches at once."""
+    group = (task.state.get("lifecycle") or {}).get("groupName")
     limit = settings.max_attach_candidates
     if not group:
         free = [e for e in pool if e.status == "available"]
-        return order_candidates(free, instance.id, limit)
-    launching = launching_in(autoscaling, group, instance.az)
-    return rank_candidates(pool, launching, instance.id, limit)
+        return {"candidates": _dicts(order_candidates(free, instance.id, limit)), "attachIn": 0}
+    by_az = launching_by_az(autoscaling, group)
+    launching = by_az.get(instance.az, [])
+    candidates = rank_candidates(pool, launching, instance.id, limit)
+    if not candidates:
+        return {"candidates": [], "attachIn": 0}
+    turn = attach_turn(
+        launching, instance.id, len(by_az), settings.attach_burst, settings.attaches_per_second
+    )
+    if turn == 0:  # within the burst: at once
+        return {"candidates": _dicts(candidates), "attachIn": 0}
+    # the burst's attaches begin at the launches' first look, a poll after they launched (the
+    # bucket refilled to the full burst before that); the attach extends the hook first
+    after_launch = LAUNCH_TIME_GRAIN + settings.poll_seconds + turn
+    attach_in = wait_after_launch(
+        instance.launched_at, after_launch, task.now, settings.heartbeat_timeout
+    )
+    return {"candidates": _dicts(candidates), "attachIn": attach_in}
+
+
+def _dicts(enis: list[Eni]) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in enis]
 
 
 def _replay_scope(autoscaling: Any, state: dict[str, Any]) -> dict[str, Any]:

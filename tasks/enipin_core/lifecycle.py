@@ -48,17 +48,17 @@ def record_heartbeat(autoscaling: Any, action: dict[str, Any]) -> str:
 LAUNCHING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed"})
 
 
-def launching_in(autoscaling: Any, group_name: str, az: str) -> list[str]:
-    """The group's instances in ``az`` launching into service, by Auto Scaling's one compact
+def launching_by_az(autoscaling: Any, group_name: str) -> dict[str, list[str]]:
+    """The group's instances launching into service, per AZ, by Auto Scaling's one compact
     answer for the group. Its warm pool's instances are not in that answer: a launch into a
     pool that keeps ENIs ranks as if alone, and a race it loses moves on to the next ENI."""
     groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])
-    return [
-        i["InstanceId"]
-        for g in groups["AutoScalingGroups"]
-        for i in g.get("Instances", [])
-        if i.get("AvailabilityZone") == az and i.get("LifecycleState") in LAUNCHING_STATES
-    ]
+    by_az: dict[str, list[str]] = {}
+    for group in groups["AutoScalingGroups"]:
+        for instance in group.get("Instances", []):
+            if instance.get("LifecycleState") in LAUNCHING_STATES:
+                by_az.setdefault(instance["AvailabilityZone"], []).append(instance["InstanceId"])
+    return by_az
 
 
 def lifecycle_state(autoscaling: Any, instance_id: str) -> str | None:

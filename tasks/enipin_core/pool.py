@@ -7,6 +7,7 @@ by rank, from one look at the group's launching instances and one at the pool
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -187,6 +188,23 @@ def rank_candidates(
         return []
     rank = waiting.index(instance_id) % len(free)
     return (free[rank:] + free[:rank])[:limit]
+
+
+def attach_turn(
+    launching: list[str], instance_id: str, azs: int, burst: float, per_second: float
+) -> int:
+    """Whole seconds after a burst of launches began until this instance's attach finds a token
+    in EC2's mutating bucket, if the ``azs`` launching AZs share it evenly: the burst passes at
+    once, the rest at the refill rate, in the order of the AZ's launching instances by id
+    (those already attached keep their places, so looks before and after an attach agree).
+    An attach sent before its token is refused and retried with jittered back-off: later than
+    the bucket needed, at the cost of a call and a transition each time."""
+    rank = sorted(set(launching) | {instance_id}).index(instance_id)
+    share = max(azs, 1)
+    beyond = rank + 1 - burst / share
+    if beyond <= 0:
+        return 0
+    return math.ceil(beyond * share / per_second)
 
 
 def pool_enis_on(ec2: Any, instance_id: str, tag_key: str, tag_value: str) -> list[Eni]:

@@ -56,6 +56,8 @@ LAUNCH: Mapping[str, str] = {
     "AttachEni)",
     "candidates": "free pool ENIs to try, in this instance's order, [ENI] (DescribeInstance, "
     "FindFreeEni; AttachEni empties it)",
+    "attachIn": "seconds until the attach's turn at EC2's mutating bucket, for "
+    "WaitForAttachTurn (DescribeInstance)",
     "poolWait": "the wait for a free ENI, WAIT (FindFreeEni)",
     "attachWait": "the wait for the attachment, WAIT (CheckAttachment)",
     "agentStartsIn": "seconds until the SSM Agent is typically online, for WaitForSsmAgentToStart "
@@ -123,6 +125,8 @@ SETTINGS = frozenset(  # enipin_core.settings.Settings
         "detachWaitSeconds",
         "warmPoolKeepsEni",
         "agentStartSeconds",
+        "attachBurst",
+        "attachesPerSecond",
     }
 )
 ENI = frozenset(  # enipin_core.pool.Eni

@@ -47,6 +47,11 @@ class Settings:
     # From launch to the SSM Agent online, typically: the first verification is sent then
     # (earlier is refused and polled; later only adds latency). Default for older runs' state.
     agent_start_seconds: int = 25
+    # EC2's mutating-request bucket as this deployment may spend it (EC2 request throttling:
+    # 50 tokens, refilled at 5 a second, per account and Region): simultaneous launches pace
+    # their attaches to it. Defaults for older runs' state.
+    attach_burst: float = 50
+    attaches_per_second: float = 5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,6 +73,8 @@ class Settings:
             detach_wait_seconds=_env_int("DETACH_WAIT_SECONDS", 120),
             warm_pool_keeps_eni=os.environ.get("WARM_POOL_ENI", "RELEASE") == "KEEP",
             agent_start_seconds=_env_int("AGENT_START_SECONDS", 25),
+            attach_burst=float(os.environ.get("ATTACH_BURST", 50)),
+            attaches_per_second=float(os.environ.get("ATTACHES_PER_SECOND", 5)),
         )
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:

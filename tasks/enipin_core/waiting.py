@@ -13,8 +13,9 @@ that each stay under half the hook's timeout can add up to more than all of it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # The share of the hook's heartbeat timeout after which a heartbeat is due: half leaves the
@@ -136,3 +137,16 @@ def after_poll(
     now = task.now
     beat = Heartbeat.of(task.state).seen_at(now, heartbeat_timeout)
     return wait.advance(now), beat.to_dict()
+
+
+def wait_after_launch(
+    launched_at: str | None, seconds: float, now: datetime, heartbeat_timeout: int
+) -> int:
+    """Whole seconds from ``now`` until ``seconds`` after an instance's launch (0 once past, or
+    when its launch is unknown), for a Wait state: at most until a heartbeat is due again, as
+    the wait takes none."""
+    if launched_at is None:
+        return 0
+    moment = parse_time(launched_at) + timedelta(seconds=seconds)
+    wait = math.ceil((moment - now).total_seconds())
+    return max(0, min(wait, int(heartbeat_timeout * HEARTBEAT_AT)))

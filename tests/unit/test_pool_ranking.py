@@ -3,9 +3,12 @@ looks taken before and after a rival's attach still agree."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
-from enipin_core.pool import Eni, rank_candidates
+import pytest
+
+from enipin_core.pool import Eni, attach_turn, rank_candidates
 
 AZ = "us-east-1a"
 
@@ -68,3 +71,31 @@ def test_more_waiting_launches_than_free_enis_wrap_round_and_keep_every_candidat
 def test_a_launch_the_group_look_missed_still_gets_candidates() -> None:
     pool = [eni(n) for n in range(3)]
     assert [e.id for e in rank_candidates(pool, [], instance(3), 2)] == [eni(0).id, eni(1).id]
+
+
+# -- pacing attaches to EC2's mutating bucket ------------------------------------------------
+
+
+def turns(count: int, azs: int) -> list[int]:
+    launching = [instance(n) for n in range(count)]
+    return [attach_turn(launching, i, azs, burst=50, per_second=5) for i in launching]
+
+
+def test_the_buckets_burst_attaches_at_once_and_the_rest_one_refill_each() -> None:
+    paced = turns(200, azs=1)
+    assert paced[:50] == [0] * 50
+    assert paced[50:55] == [1] * 5  # the 51st to 55th token come within the first second
+    assert paced[55] == 2
+    assert paced[-1] == 30  # 150 past the burst at 5 a second
+
+
+@pytest.mark.parametrize("azs", [1, 2, 3, 4])
+def test_launching_azs_together_never_ask_more_of_the_bucket_than_it_holds(azs: int) -> None:
+    # each AZ paces its own ranks on an even share: by any second t, all AZs together have
+    # sent no more attaches than the bucket's burst plus t seconds of refill
+    paced = turns(150, azs)
+    for second in range(60):
+        sent = azs * sum(1 for turn in paced if turn <= second)
+        assert sent <= 50 + 5 * second
+    # and none is held back longer than its share needs: the last of 150 per AZ
+    assert paced[-1] == math.ceil((150 - 50 / azs) * azs / 5)
