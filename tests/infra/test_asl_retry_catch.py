@@ -179,7 +179,7 @@ def _on(state: str, change: Callable[[dict[str, Any]], None]) -> Callable[[dict[
                 "SendVerification",
                 lambda s: s["Retry"].append({"ErrorEquals": ["States.TaskFailed"]}),
             ),
-            "SendVerification: Retry[3] names ['States.TaskFailed']",
+            "SendVerification: Retry[4] names ['States.TaskFailed']",
         ),
         (_on("DescribeInstance", lambda s: s.pop("Catch")), "DescribeInstance: no final Catch"),
         (

@@ -179,7 +179,7 @@ def test_heartbeats_count_from_the_event_not_from_the_run(sandbox: Factory) -> N
     assert max(later - earlier for earlier, later in itertools.pairwise(marks)) < 300
 
 
-def test_send_command_refusing_a_just_online_agent_goes_back_to_the_agent_wait(
+def test_send_command_refusing_a_just_online_agent_is_asked_again_within_seconds(
     sandbox: Factory,
 ) -> None:
     # GIVEN SSM refusing the instance twice (InvalidInstanceId) right after its agent is Online
@@ -187,12 +187,28 @@ def test_send_command_refusing_a_just_online_agent_goes_back_to_the_agent_wait(
     sb.ledger.fault("ssm", "SendCommand", "client_error", code="InvalidInstanceId", times=2)
     sb.scale_out(1)
     sb.settle()
-    # THEN the launch waited for the agent again and was pinned
+    # THEN the send was retried where it stood (1 s, then 2 s later), not after a poll and a
+    # look at the agent, and the launch was pinned
     _, run = pinned_by_one_run(sb)
     path = path_of(sb, run["executionArn"])
-    assert path.count("SendVerification") == 3
-    after_refusal = path[path.index("SendVerification") + 1]
-    assert after_refusal == "WaitForSsmAgent"
+    assert path.count("SendVerification") == 1
+    assert "WaitForSsmAgent" not in path
+    assert history_errors(sb, run["executionArn"]).count("SsmAgentNotReady") == 2
+
+
+def test_an_agent_refused_past_the_quick_retries_goes_back_to_the_agent_wait(
+    sandbox: Factory,
+) -> None:
+    # GIVEN SSM refusing the instance four times, past the three quick retries
+    sb = sandbox(azs=1, pool_per_az=1)
+    sb.ledger.fault("ssm", "SendCommand", "client_error", code="InvalidInstanceId", times=4)
+    sb.scale_out(1)
+    sb.settle()
+    # THEN the launch waited for the agent (a poll, DescribeInstanceInformation) and was pinned
+    _, run = pinned_by_one_run(sb)
+    path = path_of(sb, run["executionArn"])
+    assert path.count("SendVerification") == 2
+    assert path[path.index("SendVerification") + 1] == "WaitForSsmAgent"
 
 
 def test_a_connection_broken_past_the_sdks_retries_is_retried_by_the_state_machine(
@@ -304,12 +320,13 @@ def test_an_agent_ssm_does_not_know_yet_reads_as_not_online_not_as_a_failure(
     )
     sb.scale_out(1)
     sb.settle()
-    # THEN the command sent when agents typically start is refused, the agent is polled (its
-    # refusals read as not online), and the instance is pinned
+    # THEN the command sent when agents typically start is refused (and asked again three times
+    # within 7 s), the agent is polled (its refusals read as not online), and the instance is
+    # pinned
     _, run = pinned_by_one_run(sb)
-    assert history_errors(sb, run["executionArn"]) == ["SsmAgentNotReady"]
+    assert history_errors(sb, run["executionArn"]) == ["SsmAgentNotReady"] * 4
     assert sb.ledger.by_operation(outcome="InvalidInstanceId") == {
-        "ssm.SendCommand": 1,
+        "ssm.SendCommand": 4,
         "ssm.DescribeInstanceInformation": 2,
     }
 
