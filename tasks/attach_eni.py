@@ -23,7 +23,7 @@ from enipin_core.pool import (
 )
 from enipin_core.settings import Settings
 from enipin_core.telemetry import count, logger, task_handler
-from enipin_core.waiting import Heartbeat, TaskInput, wait_after_launch
+from enipin_core.waiting import HEARTBEAT_AT, Heartbeat, TaskInput, wait_after_launch
 
 
 @named_aws_errors
@@ -115,9 +115,8 @@ def _take_off_if_it_may_not_stay(
 def agent_starts_in(instance: Instance, settings: Settings, now: datetime) -> int:
     """Whole seconds until the instance's SSM Agent is typically online (0 once it should be),
     at most until a heartbeat is due again: the wait takes none."""
-    return wait_after_launch(
-        instance.launched_at, settings.agent_start_seconds, now, settings.heartbeat_timeout
-    )
+    longest = int(settings.heartbeat_timeout * HEARTBEAT_AT)  # the attach has just extended it
+    return wait_after_launch(instance.launched_at, settings.agent_start_seconds, now, longest)
 
 
 @task_handler

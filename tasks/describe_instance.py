@@ -33,7 +33,13 @@ from enipin_core.pool import (
 )
 from enipin_core.settings import Settings
 from enipin_core.telemetry import logger, task_handler
-from enipin_core.waiting import TaskInput, WaitProgress, after_poll, wait_after_launch
+from enipin_core.waiting import (
+    TaskInput,
+    WaitProgress,
+    after_poll,
+    until_heartbeat_due,
+    wait_after_launch,
+)
 
 GONE = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 # How long a NotFound may be EC2 catching up with a launch, not an instance that is not there.
@@ -106,11 +112,11 @@ def _candidates(
     if turn == 0:  # within the burst: at once
         return {"candidates": _dicts(candidates), "attachIn": 0}
     # the burst's attaches begin at the launches' first look, a poll after they launched (the
-    # bucket refilled to the full burst before that); the attach extends the hook first
+    # bucket refilled to the full burst before that); no longer than until a heartbeat is due,
+    # which the attach then takes first
     after_launch = LAUNCH_TIME_GRAIN + settings.poll_seconds + turn
-    attach_in = wait_after_launch(
-        instance.launched_at, after_launch, task.now, settings.heartbeat_timeout
-    )
+    longest = until_heartbeat_due(task, settings.heartbeat_timeout)
+    attach_in = wait_after_launch(instance.launched_at, after_launch, task.now, longest)
     return {"candidates": _dicts(candidates), "attachIn": attach_in}
 
 

@@ -139,14 +139,24 @@ def after_poll(
     return wait.advance(now), beat.to_dict()
 
 
-def wait_after_launch(
-    launched_at: str | None, seconds: float, now: datetime, heartbeat_timeout: int
-) -> int:
-    """Whole seconds from ``now`` until ``seconds`` after an instance's launch (0 once past, or
-    when its launch is unknown), for a Wait state: at most until a heartbeat is due again, as
-    the wait takes none."""
+def until_heartbeat_due(task: TaskInput, heartbeat_timeout: int) -> int:
+    """Whole seconds before the run's next heartbeat falls due (0 once it has): the longest a
+    Wait state may take, as a wait takes none. A run without an action owes none."""
+    half = int(heartbeat_timeout * HEARTBEAT_AT)
+    if not task.state.get("lifecycle"):
+        return half
+    beat = Heartbeat.of(task.state)
+    if beat.at is None or beat.due:
+        return 0
+    left = parse_time(beat.at) + timedelta(seconds=half) - task.now
+    return max(0, min(half, int(left.total_seconds())))
+
+
+def wait_after_launch(launched_at: str | None, seconds: float, now: datetime, longest: int) -> int:
+    """Whole seconds from ``now`` until ``seconds`` after an instance's launch, for a Wait
+    state: 0 once past, or when the launch is unknown; at most ``longest``."""
     if launched_at is None:
         return 0
     moment = parse_time(launched_at) + timedelta(seconds=seconds)
     wait = math.ceil((moment - now).total_seconds())
-    return max(0, min(wait, int(heartbeat_timeout * HEARTBEAT_AT)))
+    return max(0, min(wait, longest))

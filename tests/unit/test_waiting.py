@@ -7,7 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from enipin_core.waiting import Heartbeat, TaskInput, WaitProgress, after_poll, iso
+from enipin_core.waiting import (
+    Heartbeat,
+    TaskInput,
+    WaitProgress,
+    after_poll,
+    iso,
+    until_heartbeat_due,
+)
 
 TIMEOUT = 300
 T0 = datetime(2030, 1, 1, tzinfo=UTC)  # in the future: a function's own clock never wins here
@@ -89,3 +96,16 @@ def test_an_execution_redriven_under_an_older_definition_passes_its_state_alone(
     old = TaskInput.of({"instanceId": "i-1", "settings": {}})
     assert old.state == {"instanceId": "i-1", "settings": {}}
     assert abs((old.now - datetime.now(UTC)).total_seconds()) < 5
+
+
+def test_a_wait_state_lasts_no_longer_than_until_the_next_heartbeat_is_due() -> None:
+    # an attach's turn, found 149 s after the last heartbeat (an instance slow to run): the wait
+    # before it may take 1 s more, so that the attach extends the action before it times out
+    action = {"lifecycle": {"token": "t"}, "heartbeat": Heartbeat.since(T0).to_dict()}
+    assert until_heartbeat_due(task(action, at=0), TIMEOUT) == 150
+    assert until_heartbeat_due(task(action, at=149), TIMEOUT) == 1
+    assert until_heartbeat_due(task(action, at=200), TIMEOUT) == 0
+    due = action | {"heartbeat": {"at": iso(T0), "due": True}}
+    assert until_heartbeat_due(task(due, at=10), TIMEOUT) == 0
+    # a replay's pin has no action to keep: half the timeout, as any wait
+    assert until_heartbeat_due(task({}, at=0), TIMEOUT) == 150
