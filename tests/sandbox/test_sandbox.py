@@ -7,9 +7,11 @@ import io
 import json
 import re
 import shutil
+import sys
 import threading
 import time
 from contextlib import redirect_stdout
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +274,20 @@ def test_metrics_a_function_flushes_go_to_its_log_whatever_stdout_is_meanwhile()
             )
         assert caller.getvalue() == ""
         assert any('"EventRejected"' in line for line in sb.lambdas.logs[dispatcher])
+
+
+@pytest.mark.parametrize("time_scale", [4.0, 0.02])
+def test_the_functions_read_aws_time_whatever_the_sandboxs_pace(
+    sandbox: Any, time_scale: float
+) -> None:
+    """On AWS a function's ``datetime.now()``, Step Functions' timestamps and EC2's LaunchTime
+    read one wall clock. On the slow clock this machine's runs ahead of AWS time (every launch
+    would look long past: its agent's start and its attach's turn not waited for), on the fast
+    clock behind it."""
+    sb = sandbox(azs=1, pool_per_az=1, time_scale=time_scale)
+    time.sleep(0.5)  # two AWS seconds on the slow clock, 25 on the fast one
+    waiting = sys.modules["enipin_core.waiting"]  # as the deployed functions imported it
+    assert waiting.__file__ != __file__
+    seen = waiting.datetime.now(UTC)
+    assert abs((seen - sb.clock.now()).total_seconds()) < 0.5 / time_scale * 0.2 + 0.1
+    assert abs((seen - datetime.now(UTC)).total_seconds()) > 1.0  # not this machine's clock

@@ -89,7 +89,7 @@ class Sandbox:
         # EC2's and Step Functions' request buckets, once the world and stack are built.
         self.buckets = RequestBuckets(self.clock.monotonic, neighbour) if buckets else None
         self.ledger.limiter = self.buckets
-        self.lambdas = LambdaRuntime(self.ledger)
+        self.lambdas = LambdaRuntime(self.ledger, self.clock)
         self.events = EventBridgeTargets()
         self.ec2 = Ec2Fidelity(
             self.clock,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 FAST_SCALE = 0.02  # one AWS minute in 1.2 real seconds
 
@@ -51,6 +51,19 @@ class Clock:
     def now(self) -> datetime:
         """The sandbox's wall clock (AWS time)."""
         return self._t0_wall + timedelta(seconds=self.monotonic())
+
+    def datetime_class(self) -> type[datetime]:
+        """``datetime`` whose ``now()`` reads this clock: naive UTC, or in the zone asked for."""
+        clock = self
+
+        class AwsTime(datetime):
+            @classmethod
+            def now(cls, tz: tzinfo | None = None) -> AwsTime:
+                moment = clock.now()
+                moment = moment.astimezone(tz) if tz else moment.replace(tzinfo=None)
+                return cls.combine(moment.date(), moment.timetz())
+
+        return AwsTime
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

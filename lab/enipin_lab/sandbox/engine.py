@@ -61,14 +61,11 @@ class AslClock:
         """Step Functions stamps states, history events and executions with AWS time."""
         clock = self.clock
 
-        class AwsTime(dt.datetime):
-            @classmethod
-            def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
-                moment = clock.now()
-                return moment.astimezone(tz) if tz else moment.replace(tzinfo=None)
-
         aws_datetime = SimpleNamespace(
-            datetime=AwsTime, timezone=dt.timezone, timedelta=dt.timedelta, UTC=dt.UTC
+            datetime=clock.datetime_class(),
+            timezone=dt.timezone,
+            timedelta=dt.timedelta,
+            UTC=dt.UTC,
         )
         for module in (state_module, parser_models, execution_module):
             stack.enter_context(patch.object(module, "datetime", aws_datetime))

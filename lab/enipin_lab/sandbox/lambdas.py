@@ -9,11 +9,16 @@ On AWS an execution environment serves one invocation at a time, and concurrent 
 in environments of their own that share no memory. Here they are threads of one process, so
 what a handler keeps between its calls must be kept per thread where Powertools keeps it in a
 shared object: the metrics an invocation adds are the ones its own flush publishes.
+
+A function's clock is AWS's: on AWS, Step Functions' timestamps, EC2's ``LaunchTime`` and the
+function's own ``datetime.now()`` read one wall clock. The sandbox's clock may run slower or
+faster than this machine's, so the functions' modules read the sandbox's (``_on_aws_time``).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import importlib
 import io
 import json
@@ -39,6 +44,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
 from moto.awslambda.models import LambdaFunction
 
 from enipin_lab.sandbox.base import REGION
+from enipin_lab.sandbox.clock import Clock
 from enipin_lab.sandbox.ledger import Ledger, calls_made_by
 
 _RUNTIME_ENV = {"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
@@ -96,8 +102,9 @@ class _RoutedStdout(io.TextIOBase):
 class LambdaRuntime:
     """Patches moto's Lambda invoke to run the deployed handlers in this process."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, clock: Clock | None = None) -> None:
         self.ledger = ledger
+        self.clock = clock
         self.functions: dict[str, FunctionCode] = {}
         self.logs: dict[str, list[str]] = defaultdict(list)
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
@@ -172,12 +179,25 @@ class LambdaRuntime:
                     self._loaded_dirs.add(str(code.code_dir))
                     sys.path.insert(0, str(code.code_dir))
                 module = importlib.import_module(module_name)
+                self._on_aws_time(str(code.code_dir))
                 if not (module_name and hasattr(module, attr)):
                     raise ImportError(
                         f"Runtime.HandlerNotFound: {code.handler} is undefined or not exported"
                     )
                 self._handlers[function_name] = getattr(module, attr)
             return self._handlers[function_name]
+
+    def _on_aws_time(self, code_dir: str) -> None:
+        """Every module of the function's code that reads the wall clock (``from datetime
+        import datetime``) reads the sandbox's. Fidelity: one wall clock for every AWS service
+        and the functions, whatever the sandbox's pace (on the slow clock this machine's runs
+        ahead of AWS time, and a function would think every launch long past)."""
+        if self.clock is None:
+            return
+        aws_datetime = self.clock.datetime_class()
+        for module in _modules_under(code_dir):
+            if getattr(module, "datetime", None) is dt.datetime:
+                module.datetime = aws_datetime
 
     def _check_environment(self, function_name: str, env: dict[str, str]) -> None:
         """All functions share this process's environment: a conflict would be a lie."""
@@ -197,9 +217,16 @@ class LambdaRuntime:
 
     @staticmethod
     def _forget(code_dir: str) -> None:
-        for name, module in list(sys.modules.items()):
-            if (getattr(module, "__file__", None) or "").startswith(code_dir + os.sep):
-                del sys.modules[name]
+        for name in [m.__name__ for m in _modules_under(code_dir)]:
+            del sys.modules[name]
+
+
+def _modules_under(code_dir: str) -> list[Any]:
+    return [
+        module
+        for module in list(sys.modules.values())
+        if (getattr(module, "__file__", None) or "").startswith(code_dir + os.sep)
+    ]
 
 
 # What Powertools' EMF provider gathers during one invocation and clears when it flushes. One
