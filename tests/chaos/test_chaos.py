@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import finish, in_service, load_event, pool_enis_on, start
+from conftest import finish, in_service, load_event, path_of, pool_enis_on, start
 
 from enipin.cli import main
 from enipin_lab import chaos
@@ -73,17 +73,17 @@ def test_runs_take_every_shape_and_a_fault_is_drawn_only_where_it_can_act() -> N
 def test_a_run_of_every_shape_builds_and_pins_both_groups_at_the_hooks_index(
     sandbox: Factory,
 ) -> None:
-    # GIVEN a run shaped with a warm pool, a second group on the same pool, and hooks that
-    # move the ENI to device index 2
-    shape = Shape(warm_pool="RELEASE", warm_min=1, second_group=True, device_index=2)
+    # GIVEN a run shaped with a warm pool, a second group on the same pool, hooks that move
+    # the ENI to device index 2, and attaches paced to a tight bucket
+    shape = Shape(warm_pool="RELEASE", warm_min=1, second_group=True, device_index=2, paced=True)
     sb = sandbox(azs=2, pool_per_az=shape.pool_per_az, deploy=False)
     chaos_run = ChaosRun(sb, shape)
     chaos_run.build()
-    chaos_run._scale_out({"count": 1})
+    chaos_run._scale_out({"count": 2})  # two launches at once: the second waits its turn
     sb.settle()
-    # THEN each group's instance carries one pool ENI, at index 2, and the warm one none
+    # THEN each group's instances carry one pool ENI each, at index 2, and the warm one none
     serving = chaos_run.members(chaos_run.groups())
-    assert sorted(serving.values()) == ["InService", "InService"]
+    assert sorted(serving.values()) == ["InService"] * 3
     assert any(i in chaos_run.members([SECOND_GROUP]) for i in serving)
     for instance_id in serving:
         (eni,) = pool_enis_on(sb, instance_id)
@@ -92,6 +92,9 @@ def test_a_run_of_every_shape_builds_and_pins_both_groups_at_the_hooks_index(
     chaos_run.check_always(None)
     chaos_run.check_converged()
     assert chaos_run.violations == []
+    # and the launches waited their turns at the bucket the deployment was told of
+    paths = [path_of(sb, e["executionArn"]) for e in sb.executions()]
+    assert any("WaitForAttachTurn" in path for path in paths)
 
 
 def pinned_run(sandbox: Factory, **kwargs: object) -> tuple[Sandbox, ChaosRun, str]:

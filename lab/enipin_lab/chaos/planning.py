@@ -76,6 +76,10 @@ MIN_STEPS, MAX_STEPS = 3, 6  # faults after the first scale-out
 # The template's own heartbeat timeout, so that a timeout here is one on AWS; shorter agent and
 # pool waits than the defaults keep a run short without changing what the workflow does.
 PARAMETERS = {"HookHeartbeatTimeout": 300, "AgentWaitSeconds": 180, "PoolWaitSeconds": 180}
+# A deployment told its account spares one attach at once and one every 50 s: a launch past the
+# first waits its turn (WaitForAttachTurn) for tens of seconds even after a slow boot or a warm
+# pool's start, a window in which the faults land between its look at the pool and its attach.
+PACED = {"AttachBurst": 1, "AttachesPerSecond": 0.02}
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class Shape:
     reuse_on_scale_in: bool = False
     second_group: bool = False  # a second group drawing on the same pool
     device_index: int = STACK_DEVICE_INDEX  # where the hooks' NotificationMetadata puts the ENI
+    paced: bool = False  # attaches paced to a tight bucket (PACED)
 
     def describe(self) -> str:
         parts = []
@@ -112,6 +117,8 @@ class Shape:
             parts.append("two groups, one pool")
         if self.device_index != STACK_DEVICE_INDEX:
             parts.append(f"hooks: deviceIndex {self.device_index}")
+        if self.paced:
+            parts.append("attaches paced")
         return "; ".join(parts) or "one group"
 
     @property
@@ -123,7 +130,8 @@ class Shape:
         return POOL_PER_AZ + extra
 
     def parameters(self) -> dict[str, Any]:
-        return dict(PARAMETERS) | ({"WarmPoolEni": self.warm_pool} if self.warm_pool else {})
+        warm = {"WarmPoolEni": self.warm_pool} if self.warm_pool else {}
+        return dict(PARAMETERS) | warm | (PACED if self.paced else {})
 
     def faults(self) -> tuple[str, ...]:
         """The faults a plan may draw in this shape."""
@@ -134,7 +142,7 @@ class Shape:
 
 
 # The share of runs whose shape has each feature.
-WARM_POOL_SHARE, SECOND_GROUP_SHARE, MOVED_INDEX_SHARE = 0.3, 0.25, 0.25
+WARM_POOL_SHARE, SECOND_GROUP_SHARE, MOVED_INDEX_SHARE, PACED_SHARE = 0.3, 0.25, 0.25, 0.25
 
 
 def shape_of(seed: int) -> Shape:
@@ -147,9 +155,12 @@ def shape_of(seed: int) -> Shape:
     second = rng.random() < SECOND_GROUP_SHARE
     moved = rng.random() < MOVED_INDEX_SHARE
     index = HOOK_DEVICE_INDEX if moved else STACK_DEVICE_INDEX
+    paced = rng.random() < PACED_SHARE  # drawn last: the earlier draws stay as they were
     if not warm:
-        return Shape(second_group=second, device_index=index)
-    return Shape(policy, state, minimum, reuse, second_group=second, device_index=index)
+        return Shape(second_group=second, device_index=index, paced=paced)
+    return Shape(
+        policy, state, minimum, reuse, second_group=second, device_index=index, paced=paced
+    )
 
 
 # -- planning ----------------------------------------------------------------------------------

@@ -120,6 +120,7 @@ SHAPE_FEATURES: tuple[tuple[str, Callable[[Shape], bool]], ...] = (
     ("warm pool RELEASE", lambda shape: shape.warm_pool == "RELEASE"),
     ("two groups, one pool", lambda shape: shape.second_group),
     ("hooks move the device index", lambda shape: shape.device_index != STACK_DEVICE_INDEX),
+    ("attaches paced", lambda shape: shape.paced),
 )
 
 
